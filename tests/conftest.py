@@ -1,0 +1,43 @@
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@torch.no_grad()
+def perturb(tm: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> None:
+    """Give every kernel of every tunable tensor its own random offset, so that a bug in
+    mixing, routing λ or sharing would show (copies of one kernel hide most bugs)."""
+    from tunify.layers import TunableLayer
+
+    g = torch.Generator().manual_seed(seed)
+    for module in tm.modules():
+        if not isinstance(module, TunableLayer):
+            continue
+        stacks = [p for n, p in module.named_parameters(recurse=False)]
+        for stack in stacks:
+            for k in range(stack.shape[0]):
+                ref = stack[k].std().item() if stack[k].numel() > 1 else abs(stack[k].item())
+                step = scale * ref if ref > 0 else 0.1
+                stack[k].add_(torch.randn(stack[k].shape, generator=g) * step)
+    # parametrizations keep their stack on the owner, not on the TunableParameter itself
+    for name, p in tm.named_parameters():
+        if name.endswith(".original"):
+            for k in range(p.shape[0]):
+                ref = p[k].std().item() if p[k].numel() > 1 else abs(p[k].item())
+                p[k].add_(torch.randn(p[k].shape, generator=g) * (scale * ref if ref > 0 else 0.1))
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4) -> None:
+    """Close relative to the output's own scale (deep nets reach large values)."""
+    scale = expected.abs().max().item() + 1e-6
+    torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * scale)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,43 @@
+"""tunify: make any pretrained image-to-image network tunable by a control vector λ.
+
+    from tunify import tunify, bake
+    tm = tunify(model, ["fidelity", "perception"])     # p = 2 objectives
+    y = tm(x, lam=[0.3, 0.7])                          # or lam of shape (B, 2): one per sample
+    plain = bake(tm, [0.3, 0.7])                       # an ordinary model at that λ
+"""
+from .lam import LamSpace
+from .layers import (
+    TunableConv2d,
+    TunableConvTranspose2d,
+    TunableLayer,
+    TunableLinear,
+    TunableModuleLayer,
+    TunableParameter,
+)
+from .surgery import (
+    TraceFailure,
+    TunableModel,
+    TunifyReport,
+    bake,
+    register_layer,
+    tunify,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "tunify",
+    "bake",
+    "TunableModel",
+    "TunifyReport",
+    "TunableLayer",
+    "TunableModuleLayer",
+    "TunableConv2d",
+    "TunableConvTranspose2d",
+    "TunableLinear",
+    "TunableParameter",
+    "LamSpace",
+    "register_layer",
+    "TraceFailure",
+    "__version__",
+]

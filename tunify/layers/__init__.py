@@ -1,0 +1,26 @@
+"""Tunable layers: K stacked kernels mixed per call. They know nothing of training or graphs."""
+from .base import TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, split_by_rows, stack_kernels
+from .conv import TunableConv2d, TunableConvTranspose2d
+from .linear import TunableLinear
+from .module_layer import TunableModuleLayer
+from .functional import tunable_conv2d, tunable_linear
+from .parameter import TunableParameter, broadcastable, mix_parameter
+
+__all__ = [
+    "TunableLayer",
+    "TunableModuleLayer",
+    "TunableConv2d",
+    "TunableConvTranspose2d",
+    "TunableLinear",
+    "TunableParameter",
+    "coeff_scope",
+    "current_coeffs",
+    "expand_rows",
+    "mix",
+    "mix_parameter",
+    "split_by_rows",
+    "stack_kernels",
+    "broadcastable",
+    "tunable_conv2d",
+    "tunable_linear",
+]

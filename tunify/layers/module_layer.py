@@ -1,0 +1,133 @@
+"""The shared machinery of layers that wrap a pretrained module (conv, linear).
+
+The original module stays inside as ``base_layer``, stripped of its ``weight`` and ``bias``
+(they live on as the stacks ``weights`` (K, *W) and ``biases`` (K, out)). Keeping it gives
+three things for free: its hyper-parameters (stride, padding_mode, ...) are read from it,
+``bake`` rebuilds exactly the original type, and subclasses with their own forward
+(timm's Conv2dSame, StdConv2d, ...) run their own code on the mixed weight.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .base import TunableLayer, current_coeffs, expand_rows, mix, split_by_rows, stack_kernels
+
+__all__ = ["TunableModuleLayer"]
+
+
+class TunableModuleLayer(TunableLayer):
+    """A pretrained ``weight``/``bias`` module made tunable; subclasses add the fast paths.
+
+    ``plain_type`` is the torch type whose forward the subclass reimplements; a module of
+    any other (sub)class keeps its own forward and is fed the mixed weight.
+    """
+
+    plain_type: type = nn.Module
+
+    def __init__(self, base_layer: nn.Module, num_kernels: int, zero_tail: bool = False) -> None:
+        super().__init__()
+        self.num_kernels = int(num_kernels)
+        weight = base_layer.weight
+        bias = getattr(base_layer, "bias", None)
+        self.weights = nn.Parameter(stack_kernels(weight, num_kernels, zero_tail))
+        self.biases = None if bias is None else nn.Parameter(stack_kernels(bias, num_kernels, zero_tail))
+        # The base keeps every other attribute; its weight and bias are slots we fill per call.
+        base_layer._parameters["weight"] = None
+        if "bias" in base_layer._parameters:
+            base_layer._parameters["bias"] = None
+        self.base_layer = base_layer
+        self.custom_forward = type(base_layer) is not self.plain_type
+
+    # -- reads of .weight / .bias keep working for code that inspects the layer -------------
+    @property
+    def weight(self) -> Tensor:  # type: ignore[override]
+        return self._mixed_read(self.weights, "weight")
+
+    @property
+    def bias(self) -> Optional[Tensor]:  # type: ignore[override]
+        return None if self.biases is None else self._mixed_read(self.biases, "bias")
+
+    def _mixed_read(self, stack: Tensor, what: str) -> Tensor:
+        coeffs = current_coeffs(f"reading {type(self).__name__}.{what}")
+        if coeffs.dim() != 1:
+            raise RuntimeError(
+                f"code read `.{what}` of a tunable layer while λ is per sample; a single "
+                f"{what} tensor cannot hold one kernel per sample. Exclude the layer that owns "
+                "this read from `targets`, or call with one λ shared by the batch."
+            )
+        return mix(stack, coeffs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            # in_channels, kernel_size, stride, ... come from the wrapped module.
+            return getattr(self.base_layer, name)
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, x: Tensor, *args: Any, coeffs: Optional[Tensor] = None, **kwargs: Any) -> Tensor:
+        coeffs = self._coeffs(coeffs)
+        if coeffs.dim() == 1:
+            return self._run(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
+        coeffs = expand_rows(coeffs, x.shape[0])
+        if self.custom_forward:
+            # Unknown forward: exact by running each distinct λ row on the shared path.
+            return split_by_rows(self._forward_shared, coeffs, (x, *args), kwargs)
+        return self._run_per_sample(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
+
+    def _forward_shared(self, x: Tensor, *args: Any, coeffs: Tensor, **kwargs: Any) -> Tensor:
+        return self._run(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
+
+    def _mixed_bias(self, coeffs: Tensor) -> Optional[Tensor]:
+        return None if self.biases is None else mix(self.biases, coeffs)
+
+    def _run(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
+        if not self.custom_forward:
+            return self._plain_forward(x, weight, bias, *args, **kwargs)
+        base = self.base_layer
+        base._parameters["weight"] = weight
+        if "bias" in base._parameters:
+            base._parameters["bias"] = bias
+        try:
+            return base(x, *args, **kwargs)
+        finally:
+            base._parameters["weight"] = None
+            if "bias" in base._parameters:
+                base._parameters["bias"] = None
+
+    def _plain_forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
+        raise NotImplementedError
+
+    def _run_per_sample(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
+        raise NotImplementedError
+
+    # -- folding a fixed λ back into the original module -------------------------------------
+    @torch.no_grad()
+    def to_plain(self, coeffs: Tensor) -> nn.Module:
+        """The original module type with the kernels mixed at ``coeffs`` (K,)."""
+        plain = copy.deepcopy(self.base_layer)
+        plain.weight = nn.Parameter(mix(self.weights, coeffs).clone())
+        if self.biases is not None:
+            plain.bias = nn.Parameter(mix(self.biases, coeffs).clone())
+        return plain
+
+    def __repr__(self) -> str:
+        # Show the original layer as it was (its bias slot is empty here, not absent).
+        base = self.base_layer
+        base._parameters["weight"] = self.weights[0]
+        if "bias" in base._parameters and self.biases is not None:
+            base._parameters["bias"] = self.biases[0]
+        try:
+            inner = f"{type(base).__name__}({base.extra_repr()})"
+        finally:
+            base._parameters["weight"] = None
+            if "bias" in base._parameters:
+                base._parameters["bias"] = None
+        kind = ", own forward" if self.custom_forward else ""
+        return f"{type(self).__name__}(kernels={self.num_kernels}, {inner}{kind})"

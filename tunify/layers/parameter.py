@@ -1,0 +1,63 @@
+"""Weight-like tensors a forward uses directly (NAFNet's β/γ, SwinIR's position-bias tables).
+
+The tensor becomes a torch parametrization: ``owner.beta`` keeps reading like a tensor, while
+the stored parameter is the stack ``owner.parametrizations.beta.original`` (K, *S). Mixing
+follows the same rule as every layer. Per-sample λ works when the tensor has a leading axis
+of 1 that broadcasts against the batch (β of shape (1, C, 1, 1) becomes (B, C, 1, 1));
+anything else (a table that is indexed and reshaped) is marked ``per_sample="split"`` and the
+model runs each distinct λ row on the shared path instead.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .base import TunableLayer, current_coeffs, mix, stack_kernels
+
+__all__ = ["TunableParameter", "mix_parameter", "broadcastable"]
+
+
+def broadcastable(shape: tuple) -> bool:
+    """Whether a tensor of ``shape`` can carry a per-sample mixture in its leading axis."""
+    return len(shape) >= 2 and shape[0] == 1
+
+
+def mix_parameter(stack: Tensor, coeffs: Tensor, per_sample: str) -> Tensor:
+    """stack (K, *S); coeffs (K,) → (*S); coeffs (N, K) → (N, *S[1:]) when S[0] == 1."""
+    if coeffs.dim() == 1:
+        return mix(stack, coeffs)
+    if per_sample != "broadcast":
+        raise RuntimeError(
+            "a weight-like tensor of shape "
+            f"{tuple(stack.shape[1:])} cannot hold one value per sample; the tunified model "
+            "should have split the batch by λ. Call the model itself (tm(x, lam=λ)), or pass "
+            "one λ shared by the batch."
+        )
+    return mix(stack.squeeze(1), coeffs)
+
+
+class TunableParameter(TunableLayer):
+    """Parametrization holding K copies of a tensor; reading it gives their mixture.
+
+    Registered with ``torch.nn.utils.parametrize.register_parametrization(..., unsafe=True)``;
+    its original is the stack (K, *S).
+    """
+
+    def __init__(self, shape: tuple, num_kernels: int, zero_tail: bool = False, per_sample: Optional[str] = None):
+        super().__init__()
+        self.num_kernels = int(num_kernels)
+        self.shape = tuple(shape)
+        self.zero_tail = zero_tail
+        self.per_sample = per_sample or ("broadcast" if broadcastable(self.shape) else "split")
+
+    def forward(self, stack: Tensor) -> Tensor:
+        return mix_parameter(stack, self._coeffs(current_coeffs("a tunable weight-like tensor")), self.per_sample)
+
+    def right_inverse(self, tensor: Tensor) -> Tensor:
+        if tensor.shape == (self.num_kernels, *self.shape):  # already a stack (load_state_dict)
+            return tensor
+        return stack_kernels(tensor, self.num_kernels, self.zero_tail)
+
+    def extra_repr(self) -> str:
+        return f"kernels={self.num_kernels}, shape={self.shape}, per_sample={self.per_sample}"

@@ -1,0 +1,20 @@
+"""Model surgery: plan what to convert, trace with torch.fx, swap layers, rewrite the graph."""
+from .api import objective_names, tunify
+from .dispatch import LAYER_TYPES, lookup_layer, register_layer
+from .model import TunableModel, bake
+from .report import Converted, Skipped, TunifyReport
+from .tracer import TraceFailure
+
+__all__ = [
+    "tunify",
+    "bake",
+    "objective_names",
+    "TunableModel",
+    "TunifyReport",
+    "Converted",
+    "Skipped",
+    "register_layer",
+    "lookup_layer",
+    "LAYER_TYPES",
+    "TraceFailure",
+]

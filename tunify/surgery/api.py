@@ -1,0 +1,127 @@
+"""``tunify()``: one call from a pretrained network to a tunable one."""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Sequence, Union
+
+from torch import nn
+
+from ..lam import LamSpace
+from ..layers import TunableParameter
+from .graph import rewrite_graph
+from .model import TunableModel
+from .plan import apply_plan, make_plan
+from .report import Converted, TunifyReport
+from .targets import TargetSpec
+from .tracer import TraceFailure, trace
+
+__all__ = ["tunify", "objective_names"]
+
+MODES = ("auto", "fx", "module")
+
+
+def objective_names(objectives: Union[int, Sequence[Any]]) -> tuple:
+    """Names of the p objectives: an int p gives objective_0..; strings are names; specs
+    (dicts or objects) give their ``name`` (or ``type``)."""
+    if isinstance(objectives, bool) or not isinstance(objectives, (int, Sequence)) or isinstance(objectives, str):
+        raise TypeError(f"objectives must be an int p or a list of p names/specs, got {objectives!r}")
+    if isinstance(objectives, int):
+        return tuple(f"objective_{i}" for i in range(objectives))
+    names = []
+    for i, obj in enumerate(objectives):
+        if isinstance(obj, str):
+            names.append(obj)
+        elif isinstance(obj, dict):
+            names.append(str(obj.get("name") or f"{obj.get('type', 'objective')}_{i}"))
+        else:
+            names.append(str(getattr(obj, "name", None) or f"objective_{i}"))
+    if len(set(names)) != len(names):
+        raise ValueError(f"objective names must be unique, got {names}")
+    return tuple(names)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def tunify(
+    model: nn.Module,
+    objectives: Union[int, Sequence[Any]],
+    *,
+    targets: TargetSpec = None,
+    exclude: TargetSpec = None,
+    lam_space: str = "simplex",
+    mode: str = "auto",
+    inplace: bool = False,
+) -> TunableModel:
+    """Make ``model`` tunable by p objectives; the result equals ``model`` for every valid λ.
+
+    Args:
+        model: any nn.Module (left untouched unless ``inplace``).
+        objectives: p, or the p objective names/specs.
+        targets / exclude: which layers and weight-like tensors (names, dotted suffixes,
+            regexes, types or ``fn(name, module)``); default: every conv and linear layer and
+            every weight-like tensor of the model's own modules, norms excepted.
+        lam_space: "simplex" (trade-offs, Σλ = 1) or "box" (independent knobs in [0, 1]).
+        mode: "auto" (fx, falling back to module replacement), "fx" or "module".
+
+    Returns:
+        TunableModel: ``tm(*inputs, lam=λ)`` with λ (B, p) or (p,).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    space = LamSpace(lam_space, len(objective_names(objectives)), objective_names(objectives))
+    start = time.perf_counter()
+    params_before = _count(model)
+    work = model if inplace else copy.deepcopy(model)
+    plan = make_plan(work, targets, exclude)
+    if not plan.layers and not plan.params:
+        raise ValueError(
+            f"nothing to convert in {type(model).__name__}: no conv/linear layer or weight-like "
+            "tensor was selected. Check `targets`/`exclude`, or register your layer type with "
+            "tunify.register_layer."
+        )
+    graph, leaves, fallback = None, [], ""
+    if mode != "module":
+        try:
+            graph, leaves = trace(work, set(plan.layers))
+        except TraceFailure as exc:
+            if mode == "fx":
+                raise
+            fallback = str(exc)
+    work = apply_plan(work, plan, space)
+    if graph is not None:
+        gm, how, split_reasons = rewrite_graph(graph, work)
+    else:
+        gm, how = None, {}
+        split_reasons = [
+            f"{name} has shape {tuple(owner.parametrizations[p][0].shape)}"
+            for name, (owner, p) in plan.params.items()
+            if owner.parametrizations[p][0].per_sample == "split"
+        ]
+    path = "fx" if gm is not None else "module"
+    report = TunifyReport(
+        model=type(model).__name__,
+        path=path,
+        objectives=space.names,
+        lam_space=space.kind,
+        num_kernels=space.num_kernels,
+        skipped=list(plan.skipped),
+        leaves=leaves,
+        fallback_reason=fallback,
+        params_before=params_before,
+        params_after=_count(work),
+    )
+    for names, module, tunable_type in plan.layers.values():
+        report.converted.append(
+            Converted(names[0], type(module).__name__, tunable_type.__name__, how.get(names[0], path), tuple(names[1:]))
+        )
+    for name, (owner, pname) in plan.params.items():
+        tp: TunableParameter = owner.parametrizations[pname][0]
+        report.converted.append(Converted(name, f"Parameter{tp.shape}", "TunableParameter", how.get(name, path)))
+    if split_reasons:
+        shown = "; ".join(split_reasons[:2]) + (f"; +{len(split_reasons) - 2} more" if len(split_reasons) > 2 else "")
+        report.per_sample = f"exact, by running each distinct λ row on the shared path ({shown})"
+    report.seconds = time.perf_counter() - start
+    return TunableModel(work, space, gm, split_reasons, report)

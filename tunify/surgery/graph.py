@@ -1,0 +1,139 @@
+"""Rewriting a traced graph so λ is an explicit input that reaches every tunable call site.
+
+After the modules are swapped (``plan.apply_plan``), the graph is patched in three ways:
+1. a placeholder ``tunify_coeffs`` is added, and every call of a tunable layer gets it;
+2. ``F.conv2d`` / ``F.linear`` calls on the model's own tunable parameters become
+   ``tunable_conv2d`` / ``tunable_linear`` on the parameter's stack (per-sample capable);
+3. other reads of a tunable tensor (``self.beta``, ``self.conv.weight``) read its stack and
+   mix it in the graph.
+Submodules kept whole (leaves) read the coefficients from the scope the model sets.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import TunableModuleLayer, TunableParameter, mix_parameter, tunable_conv2d, tunable_linear
+
+__all__ = ["COEFFS_INPUT", "rewrite_graph"]
+
+COEFFS_INPUT = "tunify_coeffs"
+_CONV = {F.conv2d, torch.conv2d}
+_LINEAR = {F.linear, torch._C._nn.linear}
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_LINEAR_ARGS = ("input", "weight", "bias")
+
+
+def _stack_reads(root: nn.Module) -> Dict[str, Tuple[str, str]]:
+    """Map every attribute path a graph may read to (stack path, per-sample mode)."""
+    reads: Dict[str, Tuple[str, str]] = {}
+    for name, module in root.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, TunableModuleLayer):
+            reads[f"{prefix}weight"] = (f"{prefix}weights", "split")
+            if module.biases is not None:
+                reads[f"{prefix}bias"] = (f"{prefix}biases", "split")
+        plist = getattr(module, "parametrizations", None)
+        if isinstance(plist, nn.ModuleDict):
+            for pname, entry in plist.items():
+                if entry and isinstance(entry[0], TunableParameter):
+                    reads[f"{prefix}{pname}"] = (f"{prefix}parametrizations.{pname}.original", entry[0].per_sample)
+    return reads
+
+
+def _reported_name(target: str, reads: Dict[str, Tuple[str, str]]) -> str:
+    """The report's name for a read: the layer for ``conv.weight``, the tensor otherwise."""
+    stack_path = reads[target][0]
+    if stack_path.endswith((".weights", ".biases")) or stack_path in ("weights", "biases"):
+        return target.rsplit(".", 1)[0] if "." in target else ""
+    return target
+
+
+def _named_args(node: fx.Node, names: Tuple[str, ...]) -> Dict[str, object]:
+    out = dict(zip(names, node.args))
+    out.update(node.kwargs)
+    return out
+
+
+def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dict[str, str], List[str]]:
+    """Patch ``graph`` (traced from ``root`` before its layers were swapped) and build it.
+
+    Returns the GraphModule, how each converted name is reached (name -> "fx", ...), and the
+    reasons a per-sample λ must split the batch (empty when it runs natively).
+    """
+    reads = _stack_reads(root)
+    how: Dict[str, str] = {}
+    split_reasons: List[str] = []
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    with graph.inserting_after(placeholders[-1]):
+        coeffs = graph.placeholder(COEFFS_INPUT, default_value=None)
+
+    def stack_node(target: str, before: fx.Node) -> fx.Node:
+        with graph.inserting_before(before):
+            return graph.get_attr(reads[target][0])
+
+    # 2. functional calls whose weight is a tunable tensor
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _CONV | _LINEAR:
+            continue
+        is_conv = node.target in _CONV
+        args = _named_args(node, _CONV_ARGS if is_conv else _LINEAR_ARGS)
+        weight, bias = args.get("weight"), args.get("bias")
+        if not (isinstance(weight, fx.Node) and weight.op == "get_attr" and weight.target in reads):
+            continue
+        bias_is_stack = isinstance(bias, fx.Node) and bias.op == "get_attr" and bias.target in reads
+        new_bias = stack_node(bias.target, node) if bias_is_stack else bias
+        extra = {k: args[k] for k in ("stride", "padding", "dilation", "groups") if k in args} if is_conv else {}
+        with graph.inserting_before(node):
+            call = graph.call_function(
+                tunable_conv2d if is_conv else tunable_linear,
+                (args["input"], coeffs, stack_node(weight.target, node), new_bias),
+                dict(extra, bias_is_stack=bias_is_stack),
+            )
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+        how[_reported_name(weight.target, reads)] = "fx, functional call"
+
+    # 3. any other read of a tunable tensor
+    for node in list(graph.nodes):
+        if node.op != "get_attr" or node.target not in reads:
+            continue
+        if node.users:
+            stack_path, mode = reads[node.target]
+            with graph.inserting_after(node):
+                stack = graph.get_attr(stack_path)
+            with graph.inserting_after(stack):
+                mixed = graph.call_function(mix_parameter, (stack, coeffs, mode))
+            node.replace_all_uses_with(mixed)
+            if mode == "split":
+                split_reasons.append(f"{node.target} is read whole in the forward")
+            how.setdefault(_reported_name(node.target, reads), "fx")
+        graph.erase_node(node)
+
+    # 1. tunable layers and kept-whole submodules
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = root.get_submodule(node.target)
+        if isinstance(module, TunableModuleLayer):
+            node.kwargs = {**node.kwargs, "coeffs": coeffs}
+            how.setdefault(node.target, "fx")
+            continue
+        for sub_name, sub in module.named_modules():
+            full = f"{node.target}.{sub_name}" if sub_name else node.target
+            if isinstance(sub, TunableModuleLayer):
+                how.setdefault(full, f"inside kept-whole {type(module).__name__}")
+            plist = getattr(sub, "parametrizations", None)
+            if isinstance(plist, nn.ModuleDict):
+                for pname, entry in plist.items():
+                    if entry and isinstance(entry[0], TunableParameter):
+                        how.setdefault(f"{full}.{pname}", f"inside kept-whole {type(module).__name__}")
+                        if entry[0].per_sample == "split":
+                            split_reasons.append(f"{full}.{pname} has shape {entry[0].shape}")
+    graph.lint()
+    gm = fx.GraphModule(root, graph, class_name=f"Tunable{type(root).__name__}Graph")
+    return gm, how, split_reasons

@@ -1,0 +1,154 @@
+"""The tunified model: the converted network plus λ handling, and ``bake``."""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..lam import LamLike, LamSpace
+from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, split_by_rows
+from .graph import COEFFS_INPUT
+from .report import TunifyReport
+
+__all__ = ["TunableModel", "bake"]
+
+
+def _first_batch(args: tuple, kwargs: dict) -> Optional[int]:
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, Tensor) and a.dim() > 0:
+            return a.shape[0]
+    return None
+
+
+class TunableModel(nn.Module):
+    """A network whose behaviour follows a control vector λ given at call time.
+
+    ``tm(*inputs, lam=λ)`` with λ of shape (B, p) (one row per sample) or (p,) / a list
+    (shared by the batch). Attributes and methods of the original model are reachable on
+    ``tm`` (calls that run layers need ``with tm.lam_scope(λ):``). The converted network is
+    ``tm.model``; its state_dict holds each tunable tensor as a stack of kernels.
+    """
+
+    def __init__(self, model: nn.Module, space: LamSpace, graph: Optional[nn.Module], split_reasons: list, report: TunifyReport):
+        super().__init__()
+        self.model = model
+        self.lam_space = space
+        self.tunify_report = report
+        self.split_reasons = list(split_reasons)
+        self._default_lam: Optional[LamLike] = None
+        # The traced graph shares every module with self.model; kept unregistered so the
+        # state_dict, .parameters() and .to() see each tensor once.
+        object.__setattr__(self, "_graph", graph)
+
+    # -- what the model is -----------------------------------------------------------------
+    @property
+    def objectives(self) -> tuple:
+        """The p objective names, in λ order."""
+        return self.lam_space.names
+
+    @property
+    def p(self) -> int:
+        return self.lam_space.p
+
+    def extra_repr(self) -> str:
+        r = self.tunify_report
+        return (
+            f"objectives={self.objectives}, lam_space={self.lam_space.kind!r}, path={r.path!r}, "
+            f"converted={len(r.converted)}, skipped={len(r.skipped)}"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("model", "_graph") or "model" not in self._modules:
+                raise
+            return getattr(self._modules["model"], name)
+
+    # -- λ -------------------------------------------------------------------------------------
+    def _ref(self) -> Tensor:
+        return next((t for t in self.model.parameters() if t.is_floating_point()), torch.empty(0))
+
+    def validate_lam(self, lam: LamLike, batch: Optional[int] = None) -> Tensor:
+        """λ as a tensor (p,) or (B, p) on the model's device; ValueError if it is invalid."""
+        ref = self._ref()
+        return self.lam_space.validate(lam, batch, device=ref.device, dtype=ref.dtype)
+
+    def coefficients(self, lam: LamLike, batch: Optional[int] = None) -> Tensor:
+        """Mixing coefficients of the layers for λ: (K,) or (B, K); identical rows collapse
+        to one shared row so a batch run at one λ takes the fast path."""
+        lam = self.validate_lam(self._default_lam if lam is None else lam, batch)
+        if lam.dim() == 2 and bool((lam == lam[:1]).all()):
+            lam = lam[0]
+        return self.lam_space.coefficients(lam)
+
+    def set_default_lam(self, lam: Optional[LamLike]) -> None:
+        """λ used when a call gives none (None: λ is required on every call)."""
+        self._default_lam = None if lam is None else self.validate_lam(lam)
+
+    @contextlib.contextmanager
+    def lam_scope(self, lam: LamLike) -> Iterator[None]:
+        """Run direct calls of submodules or methods (``tm.forward_features``) at λ."""
+        with coeff_scope(self.coefficients(lam)):
+            yield
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, *args: Any, lam: Optional[LamLike] = None, **kwargs: Any) -> Any:
+        coeffs = self.coefficients(lam, _first_batch(args, kwargs))
+        if coeffs.dim() == 2 and self.split_reasons:
+            return split_by_rows(self._run, coeffs, args, kwargs)
+        return self._run(*args, coeffs=coeffs, **kwargs)
+
+    def _run(self, *args: Any, coeffs: Tensor, **kwargs: Any) -> Any:
+        with coeff_scope(coeffs):
+            if self._graph is not None:
+                return self._graph(*args, **kwargs, **{COEFFS_INPUT: coeffs})
+            return self.model(*args, **kwargs)
+
+    def bake(self, lam: LamLike) -> nn.Module:
+        """See :func:`bake`."""
+        return bake(self, lam)
+
+
+@torch.no_grad()
+def bake(tm: TunableModel, lam: LamLike) -> nn.Module:
+    """Fold one λ (p,) into an ordinary module with the original layer types.
+
+    The result is a plain copy of the original model (same class, same parameter names) whose
+    output equals ``tm(x, lam=λ)``, at the original's cost.
+    """
+    lam = tm.validate_lam(lam)
+    if lam.dim() != 1:
+        raise ValueError(f"bake folds one λ of shape ({tm.p},); got shape {tuple(lam.shape)}")
+    coeffs = tm.lam_space.coefficients(lam)
+    plain = copy.deepcopy(tm.model)
+    if isinstance(plain, TunableModuleLayer):
+        return plain.to_plain(coeffs)
+    baked: dict = {}
+    for _, parent in list(plain.named_modules(remove_duplicate=False)):
+        for slot, child in list(parent._modules.items()):
+            if isinstance(child, TunableModuleLayer):
+                if id(child) not in baked:
+                    baked[id(child)] = child.to_plain(coeffs)
+                parent._modules[slot] = baked[id(child)]
+    for module in list(plain.modules()):
+        plist = getattr(module, "parametrizations", None)
+        if not isinstance(plist, nn.ModuleDict):
+            continue
+        # A deep copy shares the parametrized class with tm's module; removing a
+        # parametrization edits that class, so give the copy a class of its own first.
+        cls = type(module)
+        module.__class__ = type(cls.__name__, cls.__bases__, {
+            k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")
+        })
+        for name in list(plist.keys()):
+            if isinstance(plist[name][0], TunableParameter):
+                stack = plist[name].original
+                mixed = mix(stack, coeffs).clone()
+                parametrize.remove_parametrizations(module, name, leave_parametrized=False)
+                setattr(module, name, nn.Parameter(mixed, requires_grad=stack.requires_grad))
+    return plain

@@ -1,0 +1,96 @@
+"""Symbolic tracing that finds, by itself, what cannot be traced.
+
+``trace`` runs torch.fx; when tracing fails, the innermost module being traced at the
+failure is kept whole (a leaf) and tracing starts again, until it succeeds or the failure
+sits in the model's own forward (then the caller falls back to the module path). SwinIR's
+``SwinTransformerBlock`` (``if self.input_resolution == x_size``) is found this way.
+
+Tracing runs a model's forward with proxies; forwards that assign attributes
+(SwinIR's ``self.mean = self.mean.type_as(x)``) would leave proxies behind, so every
+module's attributes are snapshotted and restored around each attempt.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Set, Tuple
+
+import torch.fx as fx
+from torch import nn
+
+__all__ = ["TraceFailure", "trace"]
+
+
+class TraceFailure(RuntimeError):
+    """The model's own forward does not trace."""
+
+
+def _notrace_from_timm() -> Tuple[Tuple[type, ...], Tuple[Any, ...]]:
+    try:  # timm marks modules and functions that must not be traced into
+        from timm.layers import _fx as tfx
+    except Exception:  # timm absent or reorganised: automatic leaf finding still works
+        return (), ()
+    return tuple(getattr(tfx, "_leaf_modules", ())), tuple(getattr(tfx, "_autowrap_functions", ()))
+
+
+class _LeafFindingTracer(fx.Tracer):
+    def __init__(self, leaf_ids: Set[int], leaf_types: Tuple[type, ...], autowrap: Tuple[Any, ...]):
+        super().__init__(autowrap_functions=autowrap)
+        self.leaf_ids, self.leaf_types = leaf_ids, leaf_types
+        self.failed: Any = None
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if id(m) in self.leaf_ids or (self.leaf_types and isinstance(m, self.leaf_types)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed is None:  # the first handler to see it is the innermost module
+                self.failed = m
+            raise
+
+
+def _snapshot(model: nn.Module) -> List[Tuple[nn.Module, Dict[str, Any], Dict, Dict, Dict]]:
+    return [
+        (m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in model.modules()
+    ]
+
+
+def _restore(snap: List[Tuple[nn.Module, Dict[str, Any], Dict, Dict, Dict]]) -> None:
+    for m, attrs, params, buffers, modules in snap:
+        for key in list(m.__dict__):
+            if key not in attrs and isinstance(m.__dict__[key], fx.Proxy):
+                del m.__dict__[key]
+        for key, value in attrs.items():
+            if m.__dict__.get(key) is not value and key not in ("_parameters", "_buffers", "_modules"):
+                m.__dict__[key] = value
+        for live, saved in ((m._parameters, params), (m._buffers, buffers), (m._modules, modules)):
+            live.update(saved)
+
+
+def trace(model: nn.Module, leaf_ids: Set[int], max_attempts: int = 32) -> Tuple[fx.Graph, List[Tuple[str, str]]]:
+    """Trace ``model``, keeping modules in ``leaf_ids`` (the layers to convert) as calls.
+
+    Returns the graph and the (type, reason) of each module type found untraceable.
+    Raises TraceFailure when the model's own forward cannot be traced.
+    """
+    timm_leaves, autowrap = _notrace_from_timm()
+    leaf_types: List[type] = list(timm_leaves)
+    found: List[Tuple[str, str]] = []
+    snap = _snapshot(model)
+    for _ in range(max_attempts):
+        tracer = _LeafFindingTracer(leaf_ids, tuple(leaf_types), autowrap)
+        try:
+            graph = tracer.trace(model)
+            return graph, found
+        except Exception as exc:
+            culprit = tracer.failed
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if culprit is None or type(culprit) in leaf_types:
+                raise TraceFailure(f"{type(model).__name__}.forward: {type(exc).__name__}: {message}") from exc
+            leaf_types.append(type(culprit))
+            found.append((type(culprit).__name__, f"{type(exc).__name__}: {message[:120]}"))
+        finally:
+            _restore(snap)
+    raise TraceFailure(f"gave up after {max_attempts} attempts; last untraceable: {found[-1][0]}")
