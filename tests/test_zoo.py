@@ -9,7 +9,7 @@ import torch
 from conftest import assert_close, perturb
 from zoo import ZOO, Entry
 
-from tunify import TunableLayer, TunableModel, TunableParameter, bake, tunify
+from tunify import TraceFailure, TunableLayer, TunableModel, TunableParameter, bake, tunify
 
 LAMS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]])
 
@@ -86,8 +86,10 @@ def test_bake_equals_tunable(case: Case):
 
 @torch.no_grad()
 def test_fx_equals_module_path(case: Case):
-    if case.entry.path != "fx":
-        pytest.skip("model does not trace; the module path is the only path")
+    if case.entry.path != "fx":  # no fx path to compare: asking for it must say why
+        with pytest.raises(TraceFailure, match="forward"):
+            tunify(case.model, 2, mode="fx")
+        return
     tm_module = tunify(case.model, ["fidelity", "perception"], mode="module").eval()
     assert tm_module.tunify_report.path == "module"
     tm_module.load_state_dict(case.tm.state_dict())

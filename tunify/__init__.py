@@ -19,6 +19,7 @@ from .surgery import (
     TunableModel,
     TunifyReport,
     bake,
+    list_targets,
     register_layer,
     tunify,
 )
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "tunify",
     "bake",
+    "list_targets",
     "TunableModel",
     "TunifyReport",
     "TunableLayer",

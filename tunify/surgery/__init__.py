@@ -2,12 +2,14 @@
 from .api import objective_names, tunify
 from .dispatch import LAYER_TYPES, lookup_layer, register_layer
 from .model import TunableModel, bake
+from .plan import list_targets
 from .report import Converted, Skipped, TunifyReport
 from .tracer import TraceFailure
 
 __all__ = [
     "tunify",
     "bake",
+    "list_targets",
     "objective_names",
     "TunableModel",
     "TunifyReport",

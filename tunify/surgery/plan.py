@@ -20,7 +20,7 @@ from .dispatch import is_norm, lookup_layer
 from .report import Skipped
 from .targets import TargetMatcher, TargetSpec
 
-__all__ = ["Plan", "make_plan", "apply_plan"]
+__all__ = ["Plan", "make_plan", "apply_plan", "list_targets"]
 
 
 @dataclass
@@ -45,7 +45,8 @@ def make_plan(model: nn.Module, targets: TargetSpec = None, exclude: TargetSpec 
         if layer_type or refusal:
             candidates.append(name)
             how = want.match(name, module) if want else "self"
-            if how and not drop.match(name, module):
+            dropped = drop.match(name, module)  # always asked, so unused entries are caught
+            if how and not dropped:
                 if refusal:
                     plan.skipped.append(Skipped(name, type(module).__name__, refusal))
                 elif id(module) in plan.layers:
@@ -62,7 +63,8 @@ def make_plan(model: nn.Module, targets: TargetSpec = None, exclude: TargetSpec 
             how = want.match(full, module) if want else ("self" if _default_param(module, layer_type) else None)
             if how == "ancestor" and not _default_param(module, layer_type):
                 how = None  # selecting a block keeps its norms plain; name a norm's tensor to tune it
-            if not how or drop.match(full, module):
+            dropped = drop.match(full, module)
+            if not how or dropped:
                 continue
             if id(param) in seen_params:
                 first, first_owner = seen_params[id(param)]
@@ -75,6 +77,30 @@ def make_plan(model: nn.Module, targets: TargetSpec = None, exclude: TargetSpec 
     want.check_used(candidates, name)
     drop.check_used(candidates, name)
     return plan
+
+
+def list_targets(model: nn.Module) -> Dict[str, str]:
+    """Every name ``targets=`` can select, with what it is and whether it converts by default.
+
+    Returns {name: description}, e.g. {"intro": "Conv2d (default)", "norm1.weight":
+    "Parameter of LayerNorm2d (by name only)"}.
+    """
+    plan = make_plan(model)
+    chosen = {n for names, _, _ in plan.layers.values() for n in names} | set(plan.params)
+    refused = {s.name: s.reason for s in plan.skipped}
+    out: Dict[str, str] = {}
+    for name, module in model.named_modules():
+        layer_type, refusal = lookup_layer(module)
+        if layer_type or refusal:
+            out[name] = f"{type(module).__name__} ({'default' if name in chosen else 'refused: ' + refused.get(name, str(refusal))})"
+            if layer_type:
+                continue
+        for pname, param in module._parameters.items():
+            if param is not None and param.is_floating_point():
+                full = f"{name}.{pname}" if name else pname
+                how = "default" if full in chosen else "by name only"
+                out[full] = f"Parameter{tuple(param.shape)} of {type(module).__name__} ({how})"
+    return out
 
 
 def apply_plan(model: nn.Module, plan: Plan, space: LamSpace) -> nn.Module:

@@ -82,5 +82,5 @@ class TargetMatcher:
             raise ValueError(
                 f"{self.role} entry {text!r} matches no convertible layer or weight-like tensor "
                 f"of {model_name}.{hint} Some of its names: {', '.join(names[:8])}"
-                f"{', ...' if len(names) > 8 else ''} (tm.tunify_report lists them all)."
+                f"{', ...' if len(names) > 8 else ''} (tunify.list_targets(model) lists them all)."
             )

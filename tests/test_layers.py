@@ -1,0 +1,175 @@
+"""Each tunable layer against a hand-written reference: per-sample kernels computed one
+sample at a time with the plain torch op."""
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_close
+from torch import nn
+
+from tunify.layers import (
+    TunableConv2d,
+    TunableConvTranspose2d,
+    TunableLinear,
+    coeff_scope,
+    expand_rows,
+    mix,
+    split_by_rows,
+    tunable_conv2d,
+    tunable_linear,
+)
+
+K = 3
+
+
+def _randomise(layer):
+    with torch.no_grad():
+        for p in layer.parameters():
+            if p.dim() and p.shape[0] == K:
+                p.copy_(torch.randn_like(p))
+
+
+def _coeffs(b):
+    return torch.distributions.Dirichlet(torch.ones(K)).sample((b,))
+
+
+CONVS = [
+    dict(in_channels=4, out_channels=6, kernel_size=3, padding=1),
+    dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, bias=False),
+    dict(in_channels=4, out_channels=8, kernel_size=3, padding=2, dilation=2, groups=2),
+    dict(in_channels=4, out_channels=4, kernel_size=5, padding=2, groups=4),
+    dict(in_channels=4, out_channels=6, kernel_size=(3, 4), padding="same"),
+    dict(in_channels=4, out_channels=6, kernel_size=3, padding=1, padding_mode="reflect"),
+    dict(in_channels=4, out_channels=6, kernel_size=3, padding=(2, 1), padding_mode="replicate"),
+    dict(in_channels=4, out_channels=6, kernel_size=3, padding=1, padding_mode="circular", stride=2),
+]
+
+
+@pytest.mark.parametrize("cfg", CONVS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items() if k not in ("in_channels", "out_channels")))
+def test_conv2d_matches_per_sample_reference(cfg):
+    conv = nn.Conv2d(**cfg)
+    layer = TunableConv2d(conv, K)
+    _randomise(layer)
+    x, c = torch.randn(4, 4, 11, 10), _coeffs(4)
+    out = layer(x, coeffs=c)
+    for i in range(4):
+        ref = nn.Conv2d(**cfg)
+        ref.weight.data = mix(layer.weights, c[i])
+        if ref.bias is not None:
+            ref.bias.data = mix(layer.biases, c[i])
+        assert_close(out[i : i + 1], ref(x[i : i + 1]))
+    # shared coefficients equal the per-sample path with identical rows
+    assert_close(layer(x, coeffs=c[0]), layer(x, coeffs=c[:1].repeat(4, 1)))
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, output_padding=1),
+    dict(in_channels=4, out_channels=6, kernel_size=4, stride=2, padding=1, groups=2, bias=False),
+    dict(in_channels=4, out_channels=4, kernel_size=3, stride=3, dilation=2),
+])
+def test_conv_transpose2d_matches_per_sample_reference(cfg):
+    layer = TunableConvTranspose2d(nn.ConvTranspose2d(**cfg), K)
+    _randomise(layer)
+    x, c = torch.randn(3, 4, 7, 6), _coeffs(3)
+    out = layer(x, coeffs=c)
+    for i in range(3):
+        ref = nn.ConvTranspose2d(**cfg)
+        ref.weight.data = mix(layer.weights, c[i])
+        if ref.bias is not None:
+            ref.bias.data = mix(layer.biases, c[i])
+        assert_close(out[i : i + 1], ref(x[i : i + 1]))
+
+
+def test_conv_transpose2d_output_size_argument():
+    layer = TunableConvTranspose2d(nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1), K)
+    x = torch.randn(2, 4, 5, 5)
+    assert layer(x, output_size=[10, 10], coeffs=_coeffs(2)).shape[-2:] == (10, 10)
+    assert layer(x, coeffs=_coeffs(1)[0]).shape[-2:] == (9, 9)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_reference_and_follows_folded_batches(bias):
+    layer = TunableLinear(nn.Linear(5, 7, bias=bias), K)
+    _randomise(layer)
+    c = _coeffs(2)
+    # (B·nW, N, C): each sample's 3 windows are contiguous, as window attention lays them out
+    x = torch.randn(6, 4, 5)
+    out = layer(x, coeffs=c)
+    for i in range(6):
+        w, b = mix(layer.weights, c[i // 3]), mix(layer.biases, c[i // 3]) if bias else None
+        assert_close(out[i], F.linear(x[i], w, b))
+    with pytest.raises(ValueError, match="not a multiple"):
+        layer(torch.randn(5, 4, 5), coeffs=c)
+
+
+def test_functional_forms_match_layers():
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    layer = TunableConv2d(conv, K)
+    _randomise(layer)
+    x, c = torch.randn(3, 4, 8, 8), _coeffs(3)
+    got = tunable_conv2d(x, c, layer.weights, layer.biases, 1, 1, 1, 1, bias_is_stack=True)
+    assert_close(got, layer(x, coeffs=c))
+    plain_bias = torch.randn(6)
+    got = tunable_conv2d(x, c, layer.weights, plain_bias, padding=1)
+    ref = torch.cat([F.conv2d(x[i : i + 1], mix(layer.weights, c[i]), plain_bias, padding=1) for i in range(3)])
+    assert_close(got, ref)
+    lin = TunableLinear(nn.Linear(5, 2), K)
+    _randomise(lin)
+    xl = torch.randn(3, 4, 5)
+    assert_close(tunable_linear(xl, c, lin.weights, lin.biases, bias_is_stack=True), lin(xl, coeffs=c))
+    assert_close(tunable_linear(xl, c[0], lin.weights, lin.biases, bias_is_stack=True), lin(xl, coeffs=c[0]))
+
+
+def test_weight_reads_and_scope_errors():
+    layer = TunableConv2d(nn.Conv2d(2, 3, 3), K)
+    _randomise(layer)
+    with pytest.raises(RuntimeError, match="lam_scope"):
+        layer.weight
+    c = _coeffs(1)[0]
+    with coeff_scope(c):
+        assert_close(layer.weight, mix(layer.weights, c))
+        x = torch.randn(2, 2, 5, 5)
+        assert_close(layer(x), layer(x, coeffs=c))  # no explicit coeffs: the scope's
+    with coeff_scope(_coeffs(2)):
+        with pytest.raises(RuntimeError, match="per sample"):
+            layer.weight
+    assert layer.in_channels == 2 and layer.kernel_size == (3, 3)  # read through to the base
+    with pytest.raises(ValueError, match="3 kernels"):
+        layer(torch.randn(1, 2, 5, 5), coeffs=torch.ones(2) / 2)
+
+
+def test_to_plain_and_repr():
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect")
+    layer = TunableConv2d(conv, K)
+    _randomise(layer)
+    c = _coeffs(1)[0]
+    plain = layer.to_plain(c)
+    assert type(plain) is nn.Conv2d and plain.padding_mode == "reflect"
+    x = torch.randn(2, 2, 6, 6)
+    assert_close(plain(x), layer(x, coeffs=c))
+    text = repr(layer)
+    assert "kernels=3" in text and "padding_mode=reflect" in text and "bias=False" not in text
+
+
+def test_zero_tail_start_and_expand_rows():
+    lin = nn.Linear(3, 2)
+    original = lin.weight.detach().clone()
+    layer = TunableLinear(lin, 3, zero_tail=True)
+    assert torch.equal(layer.weights[0], original)
+    assert torch.equal(layer.weights[1:], torch.zeros(2, 2, 3))
+    assert expand_rows(torch.eye(2), 6).tolist() == [[1, 0]] * 3 + [[0, 1]] * 3
+
+
+def test_split_by_rows_groups_and_restores_order():
+    calls = []
+
+    def fn(x, scale, coeffs):
+        calls.append(x.shape[0])
+        return {"y": x * coeffs.sum() * scale, "tag": "kept"}
+
+    c = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 2.0], [0.0, 3.0]])
+    x = torch.arange(5.0).reshape(5, 1).requires_grad_()
+    out = split_by_rows(fn, c, (x, 10.0), {})
+    assert sorted(calls) == [1, 2, 2] and out["tag"] == "kept"
+    assert out["y"].squeeze(1).tolist() == [0.0, 20.0, 20.0, 60.0, 120.0]
+    out["y"].sum().backward()
+    assert x.grad.squeeze(1).tolist() == [10.0, 20.0, 10.0, 20.0, 30.0]
