@@ -88,9 +88,13 @@ def stack_kernels(tensor: Tensor, num_kernels: int, zero_tail: bool) -> Tensor:
     ``zero_tail`` keeps copy 0 and zeroes the others (the box space: base + deltas), so the
     mixture equals the pretrained tensor for every valid λ either way.
     """
-    stack = tensor.detach().unsqueeze(0).repeat(num_kernels, *([1] * tensor.dim())).clone()
+    tensor = tensor.detach()
+    stack = torch.empty((num_kernels, *tensor.shape), dtype=tensor.dtype, device=tensor.device)
     if zero_tail:
+        stack[0].copy_(tensor)
         stack[1:].zero_()
+    else:
+        stack.copy_(tensor.expand_as(stack))  # one pass over memory; this dominates conversion time
     return stack
 
 

@@ -11,7 +11,7 @@ from ..lam import LamSpace
 from ..layers import TunableParameter
 from .graph import rewrite_graph
 from .model import TunableModel
-from .plan import apply_plan, make_plan
+from .plan import Plan, apply_plan, make_plan
 from .report import Converted, TunifyReport
 from .targets import TargetSpec
 from .tracer import TraceFailure, trace
@@ -39,6 +39,18 @@ def objective_names(objectives: Union[int, Sequence[Any]]) -> tuple:
     if len(set(names)) != len(names):
         raise ValueError(f"objective names must be unique, got {names}")
     return tuple(names)
+
+
+def _copy_except_kernels(model: nn.Module, plan: Plan) -> nn.Module:
+    """Deep copy of ``model`` that shares (does not copy) the weights and biases of layers
+    about to be converted: their stacks are built from them next and the copy lets go of
+    them, so the caller's tensors are only read. Halves the memory traffic of conversion."""
+    memo = {}
+    for _, module, _ in plan.layers.values():
+        for tensor in (module.weight, getattr(module, "bias", None)):
+            if tensor is not None:
+                memo[id(tensor)] = tensor
+    return copy.deepcopy(model, memo)
 
 
 def _count(model: nn.Module) -> int:
@@ -74,7 +86,7 @@ def tunify(
     space = LamSpace(lam_space, len(objective_names(objectives)), objective_names(objectives))
     start = time.perf_counter()
     params_before = _count(model)
-    work = model if inplace else copy.deepcopy(model)
+    work = model if inplace else _copy_except_kernels(model, make_plan(model, targets, exclude))
     plan = make_plan(work, targets, exclude)
     if not plan.layers and not plan.params:
         raise ValueError(

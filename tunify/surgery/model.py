@@ -44,6 +44,12 @@ class TunableModel(nn.Module):
         # state_dict, .parameters() and .to() see each tensor once.
         object.__setattr__(self, "_graph", graph)
 
+    def _apply(self, fn, recurse: bool = True):  # .to(), .half(), .cuda(): the graph's own constants too
+        super()._apply(fn, recurse)
+        if self._graph is not None:
+            self._graph._apply(fn, recurse)  # shared tensors were already converted: a no-op for them
+        return self
+
     # -- what the model is -----------------------------------------------------------------
     @property
     def objectives(self) -> tuple:
