@@ -1,13 +1,15 @@
 """The ``tunify`` command line.
 
+    tunify quickstart                        # the embedded default: a denoiser with a grain knob
+    tunify train RECIPE.yaml [--set optim.lr=1e-4 ...] [--resume] [--smoke]
     tunify convert nafnet-width32            # tunify a registry model, print the report and checks
-    tunify convert timm:resnet18 --size 64 --objectives fidelity,perception
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -57,6 +59,38 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def recipe_path(name: str) -> Path:
+    """A recipe file: a path, or the name of one shipped in the repo's recipes/ folder."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = Path(__file__).resolve().parents[1] / "recipes"
+    for candidate in (shipped / name, shipped / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in shipped.glob("*.yaml"))
+    from .training.schema import did_you_mean
+
+    raise FileNotFoundError(f"no recipe {name!r} (not a file, not in {shipped}).{did_you_mean(name, known)} "
+                            f"Shipped recipes: {', '.join(known) or 'none'}.")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import load_recipe, run_recipe
+
+    overrides = list(args.set)
+    if getattr(args, "out", None):
+        overrides.append(f"output.dir={args.out}")
+    recipe = load_recipe(recipe_path(args.recipe), overrides=overrides, smoke=args.smoke)
+    start = time.perf_counter()
+    run = run_recipe(recipe, resume=args.resume, stop_after=args.stop_after)
+    if run.files:
+        print(f"\nwrote {', '.join(str(p) for p in run.files.values())}")
+    print(f"{recipe.name}: {run.fit.step} steps, {time.perf_counter() - start:.1f} s "
+          f"({run.fit.sec_per_step:.3f} s/step) -> {run.output_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,14 +105,35 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--channels", type=int, default=3)
     conv.add_argument("--batch", type=int, default=2)
     conv.set_defaults(func=_convert)
+
+    def add_run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. optim.lr=1e-4 (parsed as YAML, never evaluated)")
+        p.add_argument("--resume", action="store_true", help="continue the run in the output dir from its latest checkpoint")
+        p.add_argument("--smoke", action="store_true", help="apply the recipe's smoke: overrides (a tiny run)")
+        p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop after N steps (resume later)")
+        p.set_defaults(func=_train)
+
+    train = sub.add_parser("train", help="fine-tune a tunified model as a YAML recipe says")
+    train.add_argument("recipe", help="recipe file, or the name of a shipped recipe (recipes/NAME.yaml)")
+    add_run_options(train)
+    quick = sub.add_parser("quickstart", help="the embedded default: recipes/quickstart.yaml (about 3 minutes on 2 CPU cores)")
+    quick.add_argument("--out", default=None, help="output dir (default runs/quickstart)")
+    add_run_options(quick)
+    quick.set_defaults(recipe="quickstart")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .training.trainer import NonFiniteLossError
+
     try:
         return args.func(args)
-    except (KeyError, ValueError, TypeError, ImportError) as exc:
+    except NonFiniteLossError as exc:
+        print(f"tunify: training stopped: {exc}", file=sys.stderr)
+        return 3
+    except (KeyError, ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"tunify: error: {message}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["LamSpace", "LamLike", "SPACES"]
+__all__ = ["LamSpace", "LamLike", "SPACES", "lam_grid"]
 
 LamLike = Union[Tensor, Sequence[float], Sequence[Sequence[float]]]
 SPACES = ("simplex", "box")
@@ -99,3 +99,23 @@ class LamSpace:
         v = torch.zeros(self.p)
         v[i] = 1.0
         return v
+
+
+def lam_grid(space: LamSpace, points: int = 11) -> torch.Tensor:
+    """An evaluation grid of λ, (N, p): ``points`` per axis.
+
+    Simplex: for p=2 the segment (1, 0) → (0, 1); for p ≥ 3 every λ with entries in
+    {0, 1/(points-1), ..., 1} summing to 1 (a triangular grid for p=3). Box: the full
+    square/cube grid [0, 1]^p.
+    """
+    import itertools
+
+    if points < 2:
+        raise ValueError(f"a λ grid needs at least 2 points per axis, got {points}")
+    n = points - 1
+    if space.kind == "box":
+        axis = [i / n for i in range(points)]
+        return torch.tensor(list(itertools.product(axis, repeat=space.p)), dtype=torch.float32)
+    rows = [c for c in itertools.product(range(points), repeat=space.p) if sum(c) == n]
+    rows.sort(key=lambda c: [-v for v in c])
+    return torch.tensor(rows, dtype=torch.float32) / n

@@ -103,9 +103,11 @@ class TunableModel(nn.Module):
             yield
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(self, *args: Any, lam: Optional[LamLike] = None, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, lam: Optional[LamLike] = None, group_by_lam: bool = False, **kwargs: Any) -> Any:
+        """Run at λ ((B, p) or (p,)). ``group_by_lam`` runs each distinct λ row as a shared-λ
+        sub-batch even where per-sample kernels are native (fast when rows repeat)."""
         coeffs = self.coefficients(lam, _first_batch(args, kwargs))
-        if coeffs.dim() == 2 and self.split_reasons:
+        if coeffs.dim() == 2 and (self.split_reasons or group_by_lam):
             return split_by_rows(self._run, coeffs, args, kwargs)
         return self._run(*args, coeffs=coeffs, **kwargs)
 
