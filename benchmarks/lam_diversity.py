@@ -8,7 +8,7 @@ One optimizer step (forward, parametric loss, backward, AdamW) of:
 Variants are interleaved round by round and the median ratio to ``plain`` is printed: more
 distinct λ per step covers the λ space faster but costs step time.
 
-    python benchmarks/lam_diversity.py            # NAFNet width 16 and width 32, 64x64 crops, B=8
+    python benchmarks/lam_diversity.py            # NAFNet width 16 (64x64) and width 32 (64x64, 128x128), B=8
     python benchmarks/lam_diversity.py --smoke
 """
 from __future__ import annotations
@@ -75,11 +75,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tiny = dict(width=8, middle_blk_num=1, enc_blk_nums=[1], dec_blk_nums=[1])
+    W32 = dict(width=32, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8], dec_blk_nums=[2, 2, 2, 2])
     if args.smoke:
         cases = [("nafnet-w8", tiny, 4, 32, 2)]
     else:
         cases = [("nafnet-w16 (quickstart)", dict(width=16, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]), 8, 64, 15),
-                 ("nafnet-width32", dict(width=32, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8], dec_blk_nums=[2, 2, 2, 2]), 8, 64, 5)]
+                 ("nafnet-width32", W32, 8, 64, 5),
+                 ("nafnet-width32", W32, 8, 128, 3)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; training step time relative to a plain fine-tune\n")
     print(f"{'model':<26}{'B':>3}{'crop':>6}{'plain s':>9}{'K=1':>8}{'K=2':>8}{'K=4':>8}{'per-sample':>12}")
     for name, kw, b, size, rounds in cases:

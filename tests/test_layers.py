@@ -44,12 +44,16 @@ CONVS = [
 ]
 
 
+CONVS.append(dict(in_channels=4, out_channels=6, kernel_size=1))  # pointwise: the batched-matmul form
+
+
+@pytest.mark.parametrize("size", [(11, 10), (4, 5)], ids=["many-pixels", "few-pixels"])
 @pytest.mark.parametrize("cfg", CONVS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items() if k not in ("in_channels", "out_channels")))
-def test_conv2d_matches_per_sample_reference(cfg):
+def test_conv2d_matches_per_sample_reference(cfg, size):
     conv = nn.Conv2d(**cfg)
     layer = TunableConv2d(conv, K)
     _randomise(layer)
-    x, c = torch.randn(4, 4, 11, 10), _coeffs(4)
+    x, c = torch.randn(4, 4, *size), _coeffs(4)
     out = layer(x, coeffs=c)
     for i in range(4):
         ref = nn.Conv2d(**cfg)
@@ -86,13 +90,14 @@ def test_conv_transpose2d_output_size_argument():
     assert layer(x, coeffs=_coeffs(1)[0]).shape[-2:] == (9, 9)
 
 
+@pytest.mark.parametrize("tokens", [4, 40], ids=["few-rows", "many-rows"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_matches_reference_and_follows_folded_batches(bias):
+def test_linear_matches_reference_and_follows_folded_batches(bias, tokens):
     layer = TunableLinear(nn.Linear(5, 7, bias=bias), K)
     _randomise(layer)
     c = _coeffs(2)
     # (B·nW, N, C): each sample's 3 windows are contiguous, as window attention lays them out
-    x = torch.randn(6, 4, 5)
+    x = torch.randn(6, tokens, 5)
     out = layer(x, coeffs=c)
     for i in range(6):
         w, b = mix(layer.weights, c[i // 3]), mix(layer.biases, c[i // 3]) if bias else None
@@ -109,9 +114,10 @@ def test_functional_forms_match_layers():
     got = tunable_conv2d(x, c, layer.weights, layer.biases, 1, 1, 1, 1, bias_is_stack=True)
     assert_close(got, layer(x, coeffs=c))
     plain_bias = torch.randn(6)
-    got = tunable_conv2d(x, c, layer.weights, plain_bias, padding=1)
-    ref = torch.cat([F.conv2d(x[i : i + 1], mix(layer.weights, c[i]), plain_bias, padding=1) for i in range(3)])
-    assert_close(got, ref)
+    for xs in (x, x[..., :4, :4]):  # many pixels, and few (the K-wide form)
+        got = tunable_conv2d(xs, c, layer.weights, plain_bias, padding=1)
+        ref = torch.cat([F.conv2d(xs[i : i + 1], mix(layer.weights, c[i]), plain_bias, padding=1) for i in range(3)])
+        assert_close(got, ref)
     lin = TunableLinear(nn.Linear(5, 2), K)
     _randomise(lin)
     xl = torch.randn(3, 4, 5)

@@ -146,8 +146,10 @@ class TunableScaled(TunableModuleLayer):
     def _plain_forward(self, x, weight, bias):
         return x @ weight * self.base_layer.s
 
-    def _run_per_sample(self, x, weight, bias):
-        return torch.bmm(x, weight) * self.base_layer.s
+    def _run_per_sample(self, x, coeffs):
+        from tunify.layers import mix
+
+        return torch.bmm(x, mix(self.weights, coeffs)) * self.base_layer.s
 
 
 def test_user_registered_layer_type():

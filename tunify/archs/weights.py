@@ -71,7 +71,7 @@ def load_pretrained(model: nn.Module, source: str, key: str = "auto", strict: bo
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in set(own) & set(state) if state[k].shape != own[k].shape]
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
     if shapes or (strict and (missing or unexpected)):
         def show(items):
             return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "") or "none"

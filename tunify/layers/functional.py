@@ -39,7 +39,7 @@ def tunable_conv2d(
         return F.conv2d(x, mix(weight, coeffs), b, stride, padding, dilation, groups)
     coeffs = expand_rows(coeffs, x.shape[0])
     b = None if bias is None else mix(bias, coeffs) if bias_is_stack else bias.expand(x.shape[0], -1)
-    return conv2d_per_sample(x, mix(weight, coeffs), b, stride, padding, dilation, groups)
+    return conv2d_per_sample(x, coeffs, weight, b, stride, padding, dilation, groups)
 
 
 def tunable_linear(x: Tensor, coeffs: Tensor, weight: Tensor, bias: Optional[Tensor] = None, bias_is_stack: bool = False) -> Tensor:
@@ -47,6 +47,5 @@ def tunable_linear(x: Tensor, coeffs: Tensor, weight: Tensor, bias: Optional[Ten
     if coeffs.dim() == 1:
         b = mix(bias, coeffs) if bias_is_stack and bias is not None else bias
         return F.linear(x, mix(weight, coeffs), b)
-    coeffs = expand_rows(coeffs, x.shape[0])
-    b = None if bias is None else mix(bias, coeffs) if bias_is_stack else bias.expand(x.shape[0], -1)
-    return linear_per_sample(x, mix(weight, coeffs), b)
+    b = None if bias is None else mix(bias, coeffs) if bias_is_stack else bias.expand(coeffs.shape[0], -1)
+    return linear_per_sample(x, coeffs, weight, b)

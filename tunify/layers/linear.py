@@ -1,8 +1,9 @@
 """Tunable fully connected layer.
 
-Per-sample λ runs as one batched matmul (bmm) with a (B, in, out) weight per sample; inputs
-whose batch axis folds several rows per sample (window attention's (B·nW, N, C)) follow
-their sample through :func:`expand_rows`.
+Per-sample λ runs as one batched matmul with each sample's mixed weight, or, with few rows
+per sample, as one matmul against all K weights with the outputs mixed per sample. Inputs
+whose batch axis folds several rows per sample (window attention's (B·nW, N, C)) keep each
+sample's rows together, so the weight is never copied per window.
 """
 from __future__ import annotations
 
@@ -12,21 +13,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import expand_rows, mix
 from .module_layer import TunableModuleLayer
+
+# Rows per sample below which running all K weights beats building per-sample weights.
+FEW_ROWS = 32
 
 __all__ = ["TunableLinear", "linear_per_sample"]
 
 
-def linear_per_sample(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """Each row with its own weight: x (N, *, in), weight (N, out, in), bias (N, out) or None
-    → (N, *, out), as one batched matmul."""
+def linear_per_sample(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """Each sample with its own mixture of K weights.
+
+    x (B·k, *, in) — k rows per sample, contiguous, as window attention folds windows into the
+    batch — coeffs (B, K), weights (K, out, in), bias (B, out) or None → (B·k, *, out).
+    With few rows per sample, all K weights run as one matmul and the outputs are mixed per
+    sample; otherwise each sample's mixed weight runs in one batched matmul.
+    """
     if x.dim() < 2:
         raise ValueError("a per-sample λ needs a batched input (N, ..., in) for a linear layer")
-    n = x.shape[0]
-    y = torch.bmm(x.reshape(n, -1, x.shape[-1]), weight.transpose(1, 2))
+    b, (k, out, d) = coeffs.shape[0], weights.shape
+    expand_rows(coeffs[:, :1], x.shape[0])  # raises if rows do not fold evenly into samples
+    xs = x.reshape(b, -1, d)
+    if xs.shape[1] <= FEW_ROWS:
+        y = (xs @ weights.reshape(k * out, d).t()).reshape(b, -1, k, out)
+        y = torch.einsum("blko,bk->blo", y, coeffs.to(y.dtype))
+    else:
+        y = torch.bmm(xs, mix(weights, coeffs).transpose(1, 2))
     if bias is not None:
         y = y + bias[:, None, :]
-    return y.reshape(*x.shape[:-1], weight.shape[1])
+    return y.reshape(*x.shape[:-1], out)
 
 
 class TunableLinear(TunableModuleLayer):
@@ -40,5 +56,5 @@ class TunableLinear(TunableModuleLayer):
     def _plain_forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         return F.linear(x, weight, bias)
 
-    def _run_per_sample(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-        return linear_per_sample(x, weight, bias)
+    def _run_per_sample(self, x: Tensor, coeffs: Tensor) -> Tensor:
+        return linear_per_sample(x, coeffs, self.weights, self._mixed_bias(coeffs))

@@ -75,11 +75,10 @@ class TunableModuleLayer(TunableLayer):
         coeffs = self._coeffs(coeffs)
         if coeffs.dim() == 1:
             return self._run(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
-        coeffs = expand_rows(coeffs, x.shape[0])
         if self.custom_forward:
             # Unknown forward: exact by running each distinct λ row on the shared path.
-            return split_by_rows(self._forward_shared, coeffs, (x, *args), kwargs)
-        return self._run_per_sample(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
+            return split_by_rows(self._forward_shared, expand_rows(coeffs, x.shape[0]), (x, *args), kwargs)
+        return self._run_per_sample(x, coeffs, *args, **kwargs)
 
     def _forward_shared(self, x: Tensor, *args: Any, coeffs: Tensor, **kwargs: Any) -> Tensor:
         return self._run(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
@@ -104,7 +103,8 @@ class TunableModuleLayer(TunableLayer):
     def _plain_forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
         raise NotImplementedError
 
-    def _run_per_sample(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
+    def _run_per_sample(self, x: Tensor, coeffs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """One kernel mixture per sample: coeffs (B, K), x (B, ...) (or rows folded per sample)."""
         raise NotImplementedError
 
     # -- folding a fixed λ back into the original module -------------------------------------
