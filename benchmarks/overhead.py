@@ -75,24 +75,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models and inputs (seconds)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", default="", help="comma-separated subset of the full run's models")
+    parser.add_argument("--no-conversion", action="store_true", help="skip the conversion-time measurement")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.smoke:
-        cases = [("nafnet-tiny", create_model("nafnet-tiny"), 4, 32, 3),
-                 ("swinir-tiny", create_model("swinir", upscale=1, img_size=16, window_size=4, depths=[2], embed_dim=12,
-                                              num_heads=[2], mlp_ratio=2, upsampler=""), 4, 16, 3)]
+        cases = [("nafnet-tiny", lambda: create_model("nafnet-tiny"), 4, 32, 3),
+                 ("swinir-tiny", lambda: create_model("swinir", upscale=1, img_size=16, window_size=4, depths=[2],
+                                                      embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler=""), 4, 16, 3)]
         big, repeats = "resnet18", 2
     else:
-        cases = [("nafnet-width32", create_model("nafnet-width32"), 8, 256, 3),
-                 ("swinir-light", create_model("swinir-light"), 8, 256, 2)]
+        cases = [("nafnet-width32", lambda: create_model("nafnet-width32"), 8, 256, 3),
+                 ("swinir-light", lambda: create_model("swinir-light"), 8, 256, 2)]
         big, repeats = "wide_resnet101_2", 3
+    if args.models:
+        cases = [c for c in cases if c[0] in args.models.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(f"{'model':<16}{'B':>3}{'size':>6}{'original s':>12}{'shared':>9}{'per-sample':>12}{'baked':>8}  per-sample path")
-    for name, model, batch, size, rounds in cases:
-        r = forward_overhead(name, model, batch, size, rounds)
+    for name, make, batch, size, rounds in cases:
+        r = forward_overhead(name, make(), batch, size, rounds)
         print(f"{name:<16}{batch:>3}{size:>6}{r['original_s']:>12.3f}{r['shared_x']:>8.3f}x{r['per_sample_x']:>11.3f}x"
               f"{r['baked_x']:>7.3f}x  {r['per_sample_path']}", flush=True)
+    if args.no_conversion:
+        return
     c = conversion_time(big, repeats)
     print(f"\ntunify() on timm {c['model']} ({c['params_M']:.0f}M params): first {c['first_s']:.2f} s, "
           f"median {c['median_s']:.2f} s, max {c['max_s']:.2f} s over {repeats} runs")

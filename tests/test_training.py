@@ -206,3 +206,24 @@ def test_two_process_ddp_run(tmp_path):
     assert latest_checkpoint(tmp_path / "ddp" / "checkpoints").name == "step_00000003"
     _, _, state = load_checkpoint(latest_checkpoint(tmp_path / "ddp" / "checkpoints"))
     assert state["world_size"] == 2
+
+
+def test_paired_folders_train_end_to_end(tmp_path):
+    from tunify.data import bicubic_down, load_images, save_image
+
+    gt_dir, lq_dir = tmp_path / "gt", tmp_path / "lq"
+    for i, img in enumerate(load_images("skimage:astronaut,coffee", max_size=96)):
+        img = img[:, :64, :64]
+        save_image(img, gt_dir / f"{i:03d}.png")
+        save_image(bicubic_down(img[None], 2)[0], lq_dir / f"{i:03d}.png")
+    data = copy.deepcopy(TINY)
+    data["model"] = {"arch": "edsr", "kwargs": {"num_feat": 8, "num_block": 1, "upscale": 2}}
+    data["objectives"] = [{"name": "l1", "losses": [{"type": "L1Loss"}]},
+                          {"name": "grad", "losses": [{"type": "GradientLoss"}, {"type": "FFTLoss", "loss_weight": 0.1}]}]
+    data["data"] = {"train": {"type": "paired", "lq": str(lq_dir), "gt": str(gt_dir), "patch_size": 32, "scale": 2},
+                    "batch_size": 2, "val_images": 2, "val_patch": 32}
+    data["optim"]["steps"] = 3
+    data["output"]["dir"] = str(tmp_path / "run")
+    run = run_recipe(parse_recipe(data), log=lambda s: None)
+    assert run.fit.step == 3 and len(run.sweep) == 3 and all(r["psnr"] > 5 for r in run.sweep)
+    assert (tmp_path / "run" / "sweep.png").is_file()
