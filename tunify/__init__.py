@@ -26,6 +26,8 @@ from .surgery import (
 
 __version__ = "0.1.0"
 
+from .publishing import from_pretrained, from_zoo, list_zoo, push_to_hub, save_pretrained  # noqa: E402  (needs __version__)
+
 __all__ = [
     "tunify",
     "bake",
@@ -41,5 +43,10 @@ __all__ = [
     "LamSpace",
     "register_layer",
     "TraceFailure",
+    "save_pretrained",
+    "from_pretrained",
+    "from_zoo",
+    "list_zoo",
+    "push_to_hub",
     "__version__",
 ]

@@ -91,6 +91,55 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from .publishing import add_to_zoo, publish_run
+
+    folder = publish_run(args.run_dir, args.to, name=args.name)
+    print(f"published {args.run_dir} -> {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
+    if args.zoo:
+        entry = add_to_zoo(folder, recipe=args.recipe)
+        print(f"zoo entry {entry['name']}: sha256 {entry['sha256']}, {entry['size']:,} bytes")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from .publishing import from_pretrained, from_zoo, list_zoo, verify_card, zoo_entry
+    from .publishing.card import sweep_table
+
+    if Path(args.name).is_dir():
+        tm, folder = from_pretrained(args.name), Path(args.name)
+    else:
+        tm = from_zoo(args.name)
+        folder = Path(__file__).resolve().parents[1] / zoo_entry(args.name)["path"]
+    card = tm.card
+    print(f"{card['name']}: tunable {card['arch']} {card['arch_kwargs']}, λ {card['lam_space']} over "
+          f"{', '.join(o['name'] for o in card['objectives'])}")
+    for o in card["objectives"]:
+        print(f"  {o['name']}: {o.get('description') or '-'}")
+    if card.get("metrics"):
+        print(sweep_table(card["metrics"], list(tm.objectives)))
+    if args.verify:
+        rows = verify_card(tm, folder)
+        worst = max(abs(r["delta"]) for r in rows)
+        for r in rows:
+            print(f"  λ={r['lam']}: card {r['published']:.3f} dB, measured {r['measured']:.3f} dB ({r['delta']:+.4f})")
+        print(f"largest difference {worst:.4f} dB ({'within' if worst <= 0.05 else 'OUTSIDE'} 0.05 dB)")
+        return 0 if worst <= 0.05 else 1
+    return 0
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from .publishing import zoo_index
+
+    models = zoo_index()["models"]
+    if not models:
+        print("the zoo is empty")
+    for m in models:
+        lam = "; ".join(f"{k}: {v}" for k, v in m["lam"].items())
+        print(f"{m['name']}  ({m['arch']}, {m['size'] / 1e6:.1f} MB)  {lam}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", default=None, help="output dir (default runs/quickstart)")
     add_run_options(quick)
     quick.set_defaults(recipe="quickstart")
+
+    pub = sub.add_parser("publish", help="turn a training run's final checkpoint into a published folder")
+    pub.add_argument("run_dir")
+    pub.add_argument("--to", required=True, help="output folder")
+    pub.add_argument("--name", default=None)
+    pub.add_argument("--zoo", action="store_true", help="also list it in zoo/index.json")
+    pub.add_argument("--recipe", default=None, help="recipe path to record in the zoo entry")
+    pub.set_defaults(func=_publish)
+    load = sub.add_parser("load", help="load a zoo model (or a published folder) and show its card")
+    load.add_argument("name")
+    load.add_argument("--verify", action="store_true", help="re-measure the card's λ sweep (must match within 0.05 dB)")
+    load.set_defaults(func=_load)
+    zoo = sub.add_parser("zoo", help="list the published checkpoints")
+    zoo.set_defaults(func=_zoo)
     return parser
 
 

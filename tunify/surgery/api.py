@@ -136,4 +136,18 @@ def tunify(
         shown = "; ".join(split_reasons[:2]) + (f"; +{len(split_reasons) - 2} more" if len(split_reasons) > 2 else "")
         report.per_sample = f"exact, by running each distinct λ row on the shared path ({shown})"
     report.seconds = time.perf_counter() - start
-    return TunableModel(work, space, gm, split_reasons, report)
+    tm = TunableModel(work, space, gm, split_reasons, report)
+    # Kept for save_pretrained: plain names/regex strings can be written to a config.
+    tm.tunify_options = {"targets": _plain(targets), "exclude": _plain(exclude), "mode": mode,
+                         "serializable": (targets is None or _plain(targets) is not None)
+                         and (exclude is None or _plain(exclude) is not None)}
+    return tm
+
+
+def _plain(spec: TargetSpec):
+    items = [] if spec is None else list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not items:
+        return None
+    if all(isinstance(i, str) for i in items):
+        return items
+    return None  # types, predicates or compiled regexes cannot be written down

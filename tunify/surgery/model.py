@@ -121,6 +121,12 @@ class TunableModel(nn.Module):
         """See :func:`bake`."""
         return bake(self, lam)
 
+    def save_pretrained(self, folder, **kwargs: Any):
+        """Write a self-describing folder (see :func:`tunify.save_pretrained`)."""
+        from ..publishing import save_pretrained  # a convenience; publishing builds on surgery, not the reverse
+
+        return save_pretrained(self, folder, **kwargs)
+
 
 @torch.no_grad()
 def bake(tm: TunableModel, lam: LamLike) -> nn.Module:

@@ -60,8 +60,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 def tunify_from_recipe(model: nn.Module, recipe: Recipe) -> TunableModel:
     t = recipe.tunify
-    return tunify(model, [o.name for o in recipe.objectives], targets=t.targets, exclude=t.exclude,
-                  lam_space=t.lam_space, mode=t.mode)
+    tm = tunify(model, [o.name for o in recipe.objectives], targets=t.targets, exclude=t.exclude,
+                lam_space=t.lam_space, mode=t.mode)
+    tm.arch_source = {"arch": recipe.model.arch, "kwargs": dict(recipe.model.kwargs)}
+    return tm
 
 
 def _pretrain(model: nn.Module, recipe: Recipe, out: Path, log: Callable[[str], None]) -> None:

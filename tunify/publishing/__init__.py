@@ -1,0 +1,11 @@
+"""Publishing: tuned models as self-describing folders, the zoo, the hub."""
+from .card import sweep_table, write_card
+from .hub import push_to_hub
+from .pretrained import from_pretrained, save_pretrained, sha256_file
+from .publish import publish_run, verify_card
+from .zoo import add_to_zoo, from_zoo, list_zoo, zoo_entry, zoo_index
+
+__all__ = [
+    "save_pretrained", "from_pretrained", "push_to_hub", "publish_run", "verify_card", "from_zoo", "list_zoo",
+    "zoo_entry", "zoo_index", "add_to_zoo", "sha256_file", "write_card", "sweep_table",
+]

@@ -1,0 +1,230 @@
+"""A tuned model as a self-describing folder: ``save_pretrained`` / ``from_pretrained``.
+
+Layout (Hugging Face hub conventions, so the folder can be pushed as a model repository):
+
+    config.json         architecture + kwargs, p, objectives and what each λ corner means,
+                        λ space, targets, tunify version, recipe and weights sha256, metrics
+    model.safetensors   the converted network's state_dict (kernel stacks included)
+    recipe.yaml         the recipe that trained it (when known)
+    README.md           a generated model card (sweep table and image strip when measured)
+    sweep.png           the λ strip (when measured)
+
+Loading never runs pickled code: safetensors, or ``torch.load(weights_only=True)`` for a
+legacy ``pytorch_model.pth``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..archs import create_model
+from ..surgery import TunableModel, tunify
+
+__all__ = ["save_pretrained", "from_pretrained", "sha256_file", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION"]
+
+CONFIG_NAME, WEIGHTS_NAME, LEGACY_WEIGHTS = "config.json", "model.safetensors", "pytorch_model.pth"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: Union[str, Path]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _arch_of(tm: TunableModel, arch: Optional[str], arch_kwargs: Optional[Dict[str, Any]]):
+    source = getattr(tm, "arch_source", None) or {}
+    arch = arch or source.get("arch")
+    kwargs = arch_kwargs if arch_kwargs is not None else source.get("kwargs", {})
+    if not arch:
+        raise ValueError(
+            "save_pretrained needs to know how to rebuild the network: pass arch= (a registry name, "
+            "'timm:<name>' or 'package.module:Class') and arch_kwargs=, or build the model from a recipe"
+        )
+    return arch, dict(kwargs)
+
+
+def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optional[str] = None,
+                    arch_kwargs: Optional[Dict[str, Any]] = None, recipe: Any = None,
+                    metrics: Optional[Dict[str, Any]] = None, strip: Optional[Union[str, Path]] = None,
+                    name: Optional[str] = None) -> Path:
+    """Write ``tm`` as a folder others load with :func:`from_pretrained`; returns the folder.
+
+    ``recipe``: the Recipe that trained it (saved as recipe.yaml and hashed); ``metrics``: a
+    λ sweep ({"rows": [{"lam", "psnr", "ssim"}...], "input_psnr"}) for the card; ``strip``:
+    its image strip (PNG), copied as sweep.png.
+    """
+    from safetensors.torch import save_file
+
+    from .card import write_card
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arch, kwargs = _arch_of(tm, arch, arch_kwargs)
+    state = {k: v.detach().cpu().contiguous() for k, v in tm.model.state_dict().items()}
+    tmp = folder / f".{WEIGHTS_NAME}.tmp"
+    save_file(state, str(tmp), metadata={"format": "tunify", "format_version": str(FORMAT_VERSION)})
+    tmp.replace(folder / WEIGHTS_NAME)
+    recipe_sha = None
+    if recipe is not None:
+        import yaml
+
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        recipe_sha = recipe.digest()
+    descriptions = {o.name: o.description for o in getattr(recipe, "objectives", [])}
+    space, report = tm.lam_space, tm.tunify_report
+    options = getattr(tm, "tunify_options", None) or {}
+    targets, exclude = options.get("targets"), options.get("exclude")
+    if not options.get("serializable", True):
+        # Types or predicates cannot be written down: name every converted tensor instead.
+        targets, exclude = [re.escape(n) for n in report.names()], None
+    config = {
+        "format": "tunify",
+        "format_version": FORMAT_VERSION,
+        "tunify_version": __version__,
+        "name": name or getattr(recipe, "name", None) or folder.name,
+        "arch": arch,
+        "arch_kwargs": kwargs,
+        "p": space.p,
+        "objectives": [{"name": n, "description": descriptions.get(n, "")} for n in space.names],
+        "lam_space": space.kind,
+        "num_kernels": space.num_kernels,
+        "targets": targets,
+        "exclude": exclude,
+        "mode": report.path,
+        "converted": len(report.converted),
+        "recipe_sha256": recipe_sha,
+        "weights_sha256": sha256_file(folder / WEIGHTS_NAME),
+        "metrics": metrics,
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    if strip is not None and Path(strip).is_file() and Path(strip).resolve() != (folder / "sweep.png").resolve():
+        shutil.copyfile(strip, folder / "sweep.png")
+    write_card(folder, config, has_strip=(folder / "sweep.png").is_file())
+    return folder
+
+
+def _resolve(source: Union[str, Path], revision: Optional[str]) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    text = str(source)
+    if path.exists() or text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{source} is not a tunify model folder (no such directory) nor a hub id 'owner/name'")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise ImportError(f"loading hub id {text!r} needs huggingface_hub: pip install huggingface_hub") from exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        return Path(snapshot_download(text, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE"),
+                                      local_files_only=offline))
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"could not fetch hub repository {text!r} ({type(exc).__name__}: {exc}). Without network access, "
+            "download the folder elsewhere and pass its local path."
+        ) from exc
+
+
+def _read_config(folder: Path) -> Dict[str, Any]:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: not a tunify model folder (see tunify.save_pretrained)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); the file is corrupted") from exc
+    if config.get("format") != "tunify":
+        raise ValueError(f"{path} is not a tunify config (format={config.get('format')!r})")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path} uses format version {config['format_version']}; this tunify ({__version__}) "
+                         f"reads up to {FORMAT_VERSION}: upgrade tunify")
+    for key in ("arch", "p", "objectives", "lam_space"):
+        if key not in config:
+            raise ValueError(f"{path} lacks the key {key!r}")
+    return config
+
+
+def _build_arch(arch: str, kwargs: Dict[str, Any]) -> nn.Module:
+    if ":" in arch and not arch.startswith("timm:"):
+        module, _, attr = arch.partition(":")
+        return getattr(importlib.import_module(module), attr)(**kwargs)
+    return create_model(arch, **kwargs)
+
+
+def _read_weights(folder: Path, config: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    st, legacy = folder / WEIGHTS_NAME, folder / LEGACY_WEIGHTS
+    if st.is_file():
+        expected = config.get("weights_sha256")
+        if expected and sha256_file(st) != expected:
+            raise ValueError(f"{st} does not match the sha256 in {CONFIG_NAME}: the file is corrupted or was "
+                             "replaced; download or copy the folder again")
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(st))
+        except Exception as exc:
+            raise ValueError(f"{st} cannot be read ({exc}): the file is truncated or corrupted") from exc
+    if legacy.is_file():
+        try:
+            data = torch.load(str(legacy), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{legacy} cannot be read safely ({type(exc).__name__}: {exc}); tunify never "
+                             "unpickles code: re-save it as safetensors") from exc
+        return data
+    raise FileNotFoundError(f"{folder} has neither {WEIGHTS_NAME} nor {LEGACY_WEIGHTS}")
+
+
+def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None, map_location: str = "cpu") -> TunableModel:
+    """Load a tunable model from a folder written by :func:`save_pretrained` or a hub id.
+
+    Returns the TunableModel in eval mode; ``tm.card`` holds the folder's config (objectives,
+    what λ means, measured metrics). Errors name the file and the problem (missing,
+    truncated or corrupted weights, a wrong p, an architecture mismatch).
+    """
+    folder = _resolve(source, revision)
+    config = _read_config(folder)
+    try:
+        model = _build_arch(config["arch"], config.get("arch_kwargs", {}))
+    except Exception as exc:
+        raise ValueError(f"{folder / CONFIG_NAME}: cannot build architecture {config['arch']!r} "
+                         f"with {config.get('arch_kwargs')} ({type(exc).__name__}: {exc})") from exc
+    names = [o["name"] if isinstance(o, dict) else o for o in config["objectives"]]
+    if len(names) != config["p"]:
+        raise ValueError(f"{folder / CONFIG_NAME}: p={config['p']} but {len(names)} objectives are listed")
+    tm = tunify(model, names, targets=config.get("targets"), exclude=config.get("exclude"),
+                lam_space=config["lam_space"], mode="auto")
+    state = _read_weights(folder, config)
+    own = tm.model.state_dict()
+    k = tm.lam_space.num_kernels
+    for key, t in state.items():
+        stack = key.endswith((".weights", ".biases", ".original"))
+        if stack and key in own and t.shape != own[key].shape and t.shape[1:] == own[key].shape[1:]:
+            raise ValueError(f"{folder / WEIGHTS_NAME}: {key} holds {t.shape[0]} kernels, but {CONFIG_NAME} says "
+                             f"p={config['p']} in the {config['lam_space']} space ({k} kernels): config and weights disagree")
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = sorted(f"{k2}: file {tuple(state[k2].shape)} vs model {tuple(own[k2].shape)}"
+                    for k2 in set(own) & set(state) if state[k2].shape != own[k2].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{folder / WEIGHTS_NAME} does not fit {config['arch']} {config.get('arch_kwargs')}: "
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{' ...' if len(unexpected) > 5 else ''}, shape mismatches {shapes[:3]}"
+        )
+    tm.model.load_state_dict(state)
+    tm.to(map_location).eval()
+    tm.card = config
+    tm.arch_source = {"arch": config["arch"], "kwargs": config.get("arch_kwargs", {})}
+    return tm

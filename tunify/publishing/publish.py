@@ -1,0 +1,66 @@
+"""From a training run to a published folder, and checking a card's numbers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+import yaml
+
+from ..data import build_dataset
+from ..lam import lam_grid
+from ..surgery import TunableModel
+from ..training import build_model, latest_checkpoint, load_checkpoint, parse_recipe, tunify_from_recipe
+from ..training.validate import lam_sweep
+from .pretrained import save_pretrained
+
+__all__ = ["publish_run", "verify_card"]
+
+
+def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[str] = None) -> Path:
+    """Publish the final checkpoint of a ``tunify train`` run (its EMA weights when the run
+    kept an EMA) with the run's recipe, λ sweep and image strip."""
+    run_dir = Path(run_dir)
+    recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run: it has no recipe.yaml")
+    recipe = parse_recipe(yaml.safe_load(recipe_file.read_text()), where=str(recipe_file))
+    ckpt = latest_checkpoint(run_dir / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint to publish")
+    step, state, trainer_state = load_checkpoint(ckpt)
+    if step < recipe.optim.steps:
+        raise ValueError(f"{ckpt} is at step {step} of {recipe.optim.steps}: finish the run (tunify train ... --resume) first")
+    # The published network is rebuilt from the recipe; its weights all come from the checkpoint.
+    spec = dataclasses.replace(recipe.model, weights=None)
+    tm = tunify_from_recipe(build_model(spec), recipe)
+    tm.model.load_state_dict({k[len("model."):]: v for k, v in state.items()} if all(k.startswith("model.") for k in state) else state)
+    if trainer_state.get("ema"):
+        params = dict(tm.named_parameters())
+        with torch.no_grad():
+            for key, value in trainer_state["ema"].items():
+                params[key].copy_(value)
+    metrics = None
+    if (run_dir / "sweep.json").is_file():
+        sweep = json.loads((run_dir / "sweep.json").read_text())
+        metrics = {"rows": sweep["rows"], "input_psnr": sweep.get("input_psnr")}
+    return save_pretrained(tm, to, arch=recipe.model.arch, arch_kwargs=recipe.model.kwargs, recipe=recipe,
+                           metrics=metrics, strip=run_dir / "sweep.png", name=name or recipe.name)
+
+
+def verify_card(tm: TunableModel, folder: Union[str, Path]) -> List[Dict[str, Any]]:
+    """Re-measure the card's λ sweep on the recipe's validation images; rows with the
+    published and measured PSNR and their difference."""
+    folder = Path(folder)
+    metrics = (getattr(tm, "card", None) or {}).get("metrics")
+    if not metrics or not (folder / "recipe.yaml").is_file():
+        raise ValueError(f"{folder} has no measured sweep or recipe to verify against")
+    recipe = parse_recipe(yaml.safe_load((folder / "recipe.yaml").read_text()))
+    val = build_dataset(recipe.data.val or recipe.data.train)
+    batch = val.fixed_batch(recipe.data.val_images, recipe.data.val_patch, seed=recipe.seed)
+    lams = torch.tensor([r["lam"] for r in metrics["rows"]], dtype=torch.float32)
+    rows = lam_sweep(tm, batch, lams)
+    return [{"lam": r["lam"], "published": p["psnr"], "measured": r["psnr"], "delta": r["psnr"] - p["psnr"]}
+            for r, p in zip(rows, metrics["rows"])]
