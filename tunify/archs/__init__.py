@@ -11,10 +11,12 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
+from .dncnn import DnCNN
 from .nafnet import NAFNet
+from .stylenet import StyleNet
 from .unet import UNet
 
-__all__ = ["ARCHS", "register_arch", "create_model", "NAFNet", "UNet"]
+__all__ = ["ARCHS", "register_arch", "create_model", "NAFNet", "UNet", "DnCNN", "StyleNet"]
 
 
 def _basicsr(module: str, cls: str, **defaults: Any) -> Callable[..., nn.Module]:
@@ -37,6 +39,11 @@ ARCHS: Dict[str, Callable[..., nn.Module]] = {
     "nafnet-width32": lambda **kw: NAFNet(**{"width": 32, "middle_blk_num": 12, "enc_blk_nums": (2, 2, 4, 8), "dec_blk_nums": (2, 2, 2, 2), **kw}),
     "nafnet-tiny": lambda **kw: NAFNet(**{"width": 16, "middle_blk_num": 1, "enc_blk_nums": (1, 1), "dec_blk_nums": (1, 1), **kw}),
     "unet": UNet,
+    # DnCNN-S (17 layers, one noise level), the blind DnCNN-B (20 layers), a light one for CPU work.
+    "dncnn": DnCNN,
+    "dncnn-b": lambda **kw: DnCNN(**{"depth": 20, **kw}),
+    "dncnn-tiny": lambda **kw: DnCNN(**{"features": 16, "depth": 6, **kw}),
+    "stylenet": StyleNet,
     "swinir": _basicsr("swinir_arch", "SwinIR"),
     "swinir-light": _basicsr(
         "swinir_arch", "SwinIR", upscale=1, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],

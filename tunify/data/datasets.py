@@ -143,9 +143,12 @@ class DegradedImages:
     """
 
     def __init__(
-        self, images: Sequence[Tensor], patch_size: int, degradation: DegradationSpec, augment: bool = True
+        self, images: Sequence[Tensor], patch_size: int, degradation: DegradationSpec, augment: bool = True,
+        keep_stages: bool = False,
     ) -> None:
         self.degradation: Degradation = build_degradation(degradation)
+        # keep_stages: batches also hold "stage0", "stage1", ... (the image after each step).
+        self.keep_stages = bool(keep_stages)
         self.patch_size = _check_patch(patch_size, self.degradation.scale, "DegradedImages")
         self.augment = bool(augment)
         if isinstance(images, Tensor) or not images:
@@ -176,7 +179,14 @@ class DegradedImages:
         gt = torch.stack([_crop(self.images[i], y, x, p) for i, y, x in zip(idx, ys, xs)])
         if self.augment:
             (gt,) = _augment_dihedral([gt], generator)
-        return {"lq": self.degradation(gt, generator), "gt": gt}
+        return self._degrade(gt, generator)
+
+    def _degrade(self, gt: Tensor, generator: torch.Generator) -> Batch:
+        stages = self.degradation.stages(gt, generator)
+        batch = {"lq": stages[-1], "gt": gt}
+        if self.keep_stages:
+            batch.update({f"stage{i}": t for i, t in enumerate(stages[:-1])})
+        return batch
 
     def fixed_batch(self, n: int, patch_size: Optional[int] = None, seed: int = 0) -> Batch:
         """Centre crops of images 0..n-1 (cycling when n exceeds the image count, so repeats
@@ -192,7 +202,7 @@ class DegradedImages:
                 raise ValueError(f"fixed_batch: image {i % len(self.images)} is {h}×{w}, smaller than patch_size={p}")
             crops.append(_crop(im, _center_offset(h, p), _center_offset(w, p), p))
         gt = torch.stack(crops)
-        return {"lq": self.degradation(gt, torch.Generator().manual_seed(seed)), "gt": gt}
+        return self._degrade(gt, torch.Generator().manual_seed(seed))
 
 
 def _pair_by_stem(lq_files: List[Path], gt_files: List[Path], scale: int, lq_dir: str, gt_dir: str) -> List[Tuple[Path, Path]]:
@@ -338,7 +348,7 @@ class PairedFolders:
 
 _DATASET_KEYS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     # type: (required keys, optional keys)
-    "degraded": (("images", "patch_size", "degradation"), ("max_size", "augment")),
+    "degraded": (("images", "patch_size", "degradation"), ("max_size", "augment", "keep_stages")),
     "paired": (("lq", "gt", "patch_size"), ("scale", "augment", "in_memory")),
 }
 
@@ -347,7 +357,7 @@ def build_dataset(spec: Mapping[str, Any]) -> Union[DegradedImages, PairedFolder
     """A dataset from a config mapping::
 
         {"type": "degraded", "images": "skimage", "patch_size": 64,
-         "degradation": [...], "max_size": 512, "augment": true}
+         "degradation": [...], "max_size": 512, "augment": true, "keep_stages": false}
         {"type": "paired", "lq": "path/lq", "gt": "path/gt", "patch_size": 96, "scale": 4}
 
     Unknown types or keys fail with a did-you-mean and the valid choices.
@@ -374,6 +384,6 @@ def build_dataset(spec: Mapping[str, Any]) -> Union[DegradedImages, PairedFolder
     if kind == "degraded":
         images: ImageSource = spec["images"]
         return DegradedImages(load_images(images, spec.get("max_size")), spec["patch_size"],
-                              spec["degradation"], augment=augment)
+                              spec["degradation"], augment=augment, keep_stages=spec.get("keep_stages", False))
     return PairedFolders(spec["lq"], spec["gt"], spec["patch_size"], scale=spec.get("scale", 1),
                          augment=augment, in_memory=spec.get("in_memory", True))

@@ -280,18 +280,28 @@ class Degradation:
         return any(_params_of(DEGRADATIONS[kind])[2] for kind, _ in self.steps)
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        return self.stages(x, generator)[-1]
+
+    def stages(self, x: Tensor, generator: Optional[torch.Generator]) -> List[Tensor]:
+        """The image after each step, in order (the last is the degraded image).
+
+        Objectives whose target undoes only some of the steps (deblurred but still noisy)
+        are built from these intermediates, with the same random draws as the input.
+        """
         single = isinstance(x, Tensor) and x.dim() == 3
         y = x[None] if single else x
         if generator is None and self.random:
             raise ValueError(
                 f"{self!r} draws random parameters: pass generator=torch.Generator().manual_seed(seed)"
             )
+        out = []
         for kind, params in self.steps:
             fn = DEGRADATIONS[kind]
             y = fn(y, **params, generator=generator) if _params_of(fn)[2] else fn(y, **params)
-        if y.data_ptr() == x.data_ptr():
-            y = y.clone()  # never hand back the caller's tensor as lq: in-place edits would hit gt
-        return y[0] if single else y
+            out.append(y)
+        if not out or out[-1].data_ptr() == x.data_ptr():
+            out.append(y.clone())  # never hand back the caller's tensor as lq: in-place edits would hit gt
+        return [t[0] for t in out] if single else out
 
     def __len__(self) -> int:
         return len(self.steps)

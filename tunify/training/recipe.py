@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 from .schema import did_you_mean, load_yaml_text, parse, set_dotted
 
 __all__ = [
-    "Recipe", "ModelSpec", "TunifySpec", "ObjectiveSpec", "DataSpec", "LamSpec", "OptimSpec",
+    "Recipe", "ModelSpec", "TunifySpec", "ObjectiveSpec", "LossSpec", "DataSpec", "LamSpec", "OptimSpec",
     "ValidationSpec", "OutputSpec", "PretrainSpec", "load_recipe", "parse_recipe", "parse_override",
 ]
 
@@ -43,18 +43,30 @@ class TunifySpec:
 @dataclass
 class ObjectiveSpec:
     name: str
-    losses: List[Dict[str, Any]]               # BasicSR-style specs: {type: L1Loss, loss_weight: 1.0}
+    losses: List[Dict[str, Any]] = field(default_factory=list)  # {type: L1Loss, loss_weight: 1.0}; may be empty in loss mode 'targets'
     target: Any = "clean"                      # "clean" | "input" | degradation spec(s) applied to the clean image
     description: str = ""                      # what this λ corner means, for people
 
     def validate(self, where: str) -> None:
-        if not self.losses:
-            raise ValueError(f"{where}.losses: an objective needs at least one loss")
-        if isinstance(self.target, str) and self.target not in ("clean", "input"):
+        if isinstance(self.target, str) and self.target not in ("clean", "input") and not self.target.startswith("stage"):
             raise ValueError(
-                f"{where}.target: {self.target!r} is not 'clean', 'input' or a degradation spec"
+                f"{where}.target: {self.target!r} is not 'clean', 'input', a stage or a target spec"
                 f".{did_you_mean(self.target, ['clean', 'input'])}"
             )
+
+
+@dataclass
+class LossSpec:
+    """How the p objectives combine: ``sum`` L(λ) = Σ λ_i L_i, or ``targets``: ``losses``
+    against the interpolated target base + Σ λ_i (T_i − base) (independent knobs)."""
+
+    mode: Literal["sum", "targets"] = "sum"
+    base: Any = "input"
+    losses: List[Dict[str, Any]] = field(default_factory=list)
+
+    def validate(self, where: str) -> None:
+        if self.mode == "targets" and not self.losses:
+            raise ValueError(f"{where}.losses: mode 'targets' needs the loss applied to the interpolated target")
 
 
 @dataclass
@@ -147,6 +159,7 @@ class Recipe:
     objectives: List[ObjectiveSpec]
     data: DataSpec
     tunify: TunifySpec = field(default_factory=TunifySpec)
+    loss: LossSpec = field(default_factory=LossSpec)
     lam: LamSpec = field(default_factory=LamSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
     validation: ValidationSpec = field(default_factory=ValidationSpec)
@@ -159,6 +172,11 @@ class Recipe:
         names = [o.name for o in self.objectives]
         if len(names) < 1 or len(set(names)) != len(names):
             raise ValueError(f"{where}.objectives: need p ≥ 1 objectives with unique names, got {names}")
+        if self.loss.mode == "sum":
+            for i, o in enumerate(self.objectives):
+                if not o.losses:
+                    raise ValueError(f"{where}.objectives[{i}].losses: an objective needs at least one loss "
+                                     "(or use loss.mode 'targets' with shared loss.losses)")
 
     @property
     def p(self) -> int:

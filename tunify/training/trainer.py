@@ -103,7 +103,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
                               "it, or choose another output dir (--set output.dir=...)")
     opt_spec = recipe.optim
     objectives = ObjectiveSet.from_specs(recipe.objectives).to(device)
-    ploss = ParametricLoss(objectives)
+    ploss = ParametricLoss(objectives, recipe.loss.mode, recipe.loss.base, recipe.loss.losses).to(device)
     space = getattr(model, "lam_space", None) or LamSpace("simplex", objectives.p, objectives.names)
     if tunable and space.p != objectives.p:
         raise ValueError(f"the model has p={space.p} objectives {space.names} but the recipe lists {objectives.p}")
@@ -166,7 +166,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
             return
         ctx = ema.swapped_in() if ema else _nullcontext()
         with ctx:
-            rows = lam_sweep(model, val_batch, grid.to(device), objectives)
+            rows = lam_sweep(model, val_batch, grid.to(device), ploss)
         for row in rows:
             val_log.add({"step": step, **row, "lam": " ".join(f"{v:g}" for v in row["lam"])})
         result.validation = rows

@@ -12,10 +12,11 @@ __all__ = ["lam_sweep"]
 
 
 @torch.no_grad()
-def lam_sweep(model: nn.Module, batch: Dict[str, Tensor], lams: Tensor, objectives: Optional[nn.Module] = None,
+def lam_sweep(model: nn.Module, batch: Dict[str, Tensor], lams: Tensor, loss: Optional[nn.Module] = None,
               chunk: int = 8) -> List[Dict[str, object]]:
     """For each λ row of ``lams`` (N, p): mean PSNR/SSIM of ``model(lq, lam=λ)`` against the
-    clean images, and each objective's mean loss. Returns one dict per λ."""
+    clean images, and (given the ParametricLoss ``loss``) each objective's mean loss.
+    Returns one dict per λ."""
     was_training = model.training
     model.eval()
     rows = []
@@ -28,11 +29,9 @@ def lam_sweep(model: nn.Module, batch: Dict[str, Tensor], lams: Tensor, objectiv
             "psnr": float(psnr(preds.clamp(0, 1), gt).mean()),
             "ssim": float(ssim(preds.clamp(0, 1), gt).mean()),
         }
-        if objectives is not None:
-            b = dict(batch)
-            gen = torch.Generator().manual_seed(0)
-            for obj in objectives.objectives:
-                row[f"loss_{obj.name}"] = float(obj(preds, b, gen).mean())
+        if loss is not None:
+            _, terms = loss(preds, dict(batch), lam.expand(preds.shape[0], -1), torch.Generator().manual_seed(0))
+            row.update({f"loss_{name}": float(t.mean()) for name, t in terms.items()})
         rows.append(row)
     model.train(was_training)
     return rows

@@ -1,0 +1,283 @@
+"""Export a tunable model for deployment: ONNX or torch.export (``.pt2``), λ live or baked.
+
+With ``lam=None`` the exported program takes ``image`` (B, C, H, W) and ``lam`` (p,) (one λ
+shared by the batch) and returns ``output``; the graph maps λ to the mixing coefficients
+itself (simplex: ω = λ, box: ω = (1, λ)) and mixes the kernels on every call. λ is NOT
+validated inside the graph (that would need data-dependent control flow): callers must pass
+a valid λ (simplex: entries ≥ 0 summing to 1; box: entries in [0, 1]). With ``lam`` given,
+the model is baked at that λ (:func:`tunify.bake`) and takes ``image`` only.
+
+What is dynamic: batch, height and width of ``image`` (and the matching output axes) in both
+formats, unless tracing had to specialise an axis (then a warning names it and
+:func:`describe_export` shows the fixed size). ``lam`` always has the static shape (p,).
+
+Both formats go through one ``torch.export`` program: ONNX uses the dynamo-based exporter
+(``torch.onnx.export(ExportedProgram, dynamo=True)``, which needs onnxscript), so both files
+share one graph and one account of which axes are dynamic, derived by symbolic shapes. The
+TorchScript-based exporter (``dynamo=False``) still runs on torch 2.14 but is deprecated, and
+``torch.jit`` tracing records Python shape arithmetic as constants (with TracerWarnings).
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .lam import LamLike, lam_grid
+from .surgery import TunableModel, bake
+
+__all__ = ["FORMATS", "ExportMismatch", "LamInput", "export_model", "check_export", "describe_export", "export_command"]
+
+FORMATS = ("onnx", "torch-export")
+IMAGE, LAM, OUTPUT = "image", "lam", "output"
+_AXES = {0: "batch", 2: "height", 3: "width"}  # dynamic axes of the image, by position
+
+
+class ExportMismatch(ValueError):
+    """The exported model disagrees with the eager tunable model beyond the tolerance."""
+
+
+class LamInput(nn.Module):
+    """``tm`` with λ as a plain tensor input: forward(image (B, C, H, W), lam (p,)) → output.
+
+    Computes the coefficients (K,) from λ in the graph and runs the shared-λ path; no checks
+    on λ, so that nothing depends on its values at trace time.
+    """
+
+    def __init__(self, tm: TunableModel) -> None:
+        super().__init__()
+        self.tm = tm
+
+    def forward(self, image: Tensor, lam: Tensor) -> Tensor:
+        # _run, not tm(...): tm.forward validates λ with Python branches on its values.
+        return self.tm._run(image, coeffs=self.tm.lam_space.coefficients(lam))
+
+
+class _ImageOnly(nn.Module):
+    """A baked model with the input named ``image``: forward(image (B, C, H, W)) → output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.model(image)
+
+
+def _format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+@contextlib.contextmanager
+def _eval(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the block (dropout off, norms frozen), then the caller's mode again."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+def _oblivious() -> contextlib.AbstractContextManager:
+    # Without size-oblivious reasoning, pad-then-crop models (NAFNet) get guards on whether
+    # the crop is contiguous, i.e. on the parity of H and W at the example size.
+    try:
+        import torch.fx.experimental._config as fx_config
+
+        return fx_config.patch(backed_size_oblivious=True)
+    except (ImportError, AttributeError, TypeError):  # a torch without the switch
+        return contextlib.nullcontext()
+
+
+def _symbolic_axes(ep: "torch.export.ExportedProgram") -> Dict[str, str]:
+    """Symbol name (``s0``) → axis name (``batch``) for the dynamic axes of the image."""
+    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == IMAGE)
+    return {str(d): _AXES[i] for i, d in enumerate(node.meta["val"].shape) if i in _AXES and isinstance(d, torch.SymInt)}
+
+
+def _export_program(module: nn.Module, args: Tuple[Tensor, ...], dynamic: bool) -> "torch.export.ExportedProgram":
+    auto = torch.export.Dim.AUTO  # AUTO, not named Dims: an axis the model fixes is specialised, not an error
+    shapes = ({i: auto for i in _AXES} if dynamic else None,) + (None,) * (len(args) - 1)
+    with _oblivious():
+        ep = torch.export.export(module, args, dynamic_shapes=shapes)
+    fixed = [name for name in _AXES.values() if name not in _symbolic_axes(ep).values()]
+    if dynamic and fixed:
+        warnings.warn(f"export: the model fixes the image axes {fixed} at the example size "
+                      f"{tuple(args[0].shape)}; they are static in the exported file", stacklevel=3)
+    return ep
+
+
+def export_model(tm: TunableModel, path: Union[str, Path], format: str = "onnx", lam: Optional[LamLike] = None,
+                 example_size: Sequence[int] = (1, 3, 64, 64), dynamic: bool = True, opset: Optional[int] = None) -> Path:
+    """Write ``tm`` to ``path`` as ONNX (``format="onnx"``) or a torch.export ``.pt2`` file.
+
+    ``lam=None``: inputs ``image`` (B, C, H, W) and ``lam`` (p,) (pass a valid λ: it is not
+    checked in the graph). ``lam`` given: the model baked at λ, input ``image`` only. The output
+    is ``output``. ``dynamic``: batch, height and width are dynamic (a batch of 1 in
+    ``example_size`` is traced as 2 so it stays dynamic); if the dynamic trace fails the model
+    is exported static, with a warning. Returns the path; :func:`describe_export` tells the
+    shapes. Raises RuntimeError naming the failure (and suggesting ``lam=``) otherwise.
+    """
+    fmt, path = _format(format), Path(path)
+    ref = tm._ref()
+    size = list(example_size)
+    if dynamic and size[0] == 1:
+        size[0] = 2
+    x = torch.rand(size, device=ref.device, dtype=ref.dtype)
+    if lam is None:
+        centre = torch.full((tm.p,), 1.0 / tm.p if tm.lam_space.kind == "simplex" else 0.5)
+        module, args = LamInput(tm), (x, centre.to(ref.device, ref.dtype))
+    else:
+        module, args = _ImageOnly(bake(tm, lam)), (x,)
+    with _eval(module):
+        try:
+            try:
+                ep = _export_program(module, args, dynamic)
+            except Exception as exc:
+                if not dynamic:
+                    raise
+                warnings.warn(f"export: dynamic shapes failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                              f"exporting with the static size {tuple(size)}", stacklevel=2)
+                ep = _export_program(module, args, False)
+        except Exception as exc:
+            hint = " Pass lam=... to export the model baked at one λ (plain layers, no scope)." if lam is None else ""
+            raise RuntimeError(f"torch.export could not trace the {tm.tunify_report.path!r}-path model "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}).{hint}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torch-export":
+        torch.export.save(ep, str(path))
+        return path
+    with _oblivious(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation/progress chatter
+        program = torch.onnx.export(ep, args, input_names=[IMAGE, LAM][: len(args)], output_names=[OUTPUT],
+                                    opset_version=opset, dynamo=True, verbose=False)
+    program.save(str(path))  # weights go to a side file only past protobuf's 2 GB limit
+    _rename_onnx_axes(path, _symbolic_axes(ep))
+    return path
+
+
+def _rename_onnx_axes(path: Path, names: Dict[str, str]) -> None:
+    """Give the exporter's symbolic dims (``s0``, ``2*s1``) the names batch/height/width."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)  # the weights stay where they are
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = _rename(dim.dim_param, names)
+    onnx.save(model, str(path))
+
+
+def _rename(expr: str, names: Dict[str, str]) -> str:
+    """``Min(s1, 2*s1)`` → ``Min(height, 2*height)``: whole symbol names only (s1, not s10)."""
+    return re.sub(r"\b(s\d+)\b", lambda m: names.get(m.group(1), m.group(1)), expr)
+
+
+def describe_export(path: Union[str, Path], format: str) -> Dict[str, Any]:
+    """Inputs and outputs of an exported file: name → shape (ints, or names of dynamic axes),
+    the dynamic axes (``image.batch``, ...), and the ONNX opset."""
+    fmt, path = _format(format), Path(path)
+    if fmt == "onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        shape = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+        inputs = {v.name: shape(v) for v in model.graph.input}
+        outputs = {v.name: shape(v) for v in model.graph.output}
+        info: Dict[str, Any] = {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
+    else:
+        ep = torch.export.load(str(path))
+        names = _symbolic_axes(ep)
+        shape = lambda t: [_rename(str(d), names) if isinstance(d, torch.SymInt) else int(d) for d in t.shape]  # noqa: E731
+        user = set(ep.graph_signature.user_inputs)
+        inputs = {n.name: shape(n.meta["val"]) for n in ep.graph.nodes if n.op == "placeholder" and n.name in user}
+        out = next(n for n in ep.graph.nodes if n.op == "output").args[0]
+        outputs = {OUTPUT: shape(out[0].meta["val"])}
+        info = {}
+    dynamic = {name: [d for d in dims if isinstance(d, str)] for name, dims in inputs.items() if any(isinstance(d, str) for d in dims)}
+    return {"inputs": inputs, "outputs": outputs, "dynamic": dynamic, **info}
+
+
+def _runner(path: Path, fmt: str, device: torch.device) -> Tuple[Callable[[Tensor, Tensor], Tensor], bool]:
+    """A callable (image, lam) → output (on the CPU) for the file, and whether it takes λ."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        takes_lam = LAM in {i.name for i in session.get_inputs()}
+
+        def run(x: Tensor, lam: Tensor) -> Tensor:
+            feed = {IMAGE: x.detach().cpu().numpy(), **({LAM: lam.detach().cpu().numpy()} if takes_lam else {})}
+            return torch.from_numpy(session.run([OUTPUT], feed)[0])
+
+        return run, takes_lam
+    ep = torch.export.load(str(path))
+    module = ep.module()
+    takes_lam = LAM in ep.graph_signature.user_inputs
+    return (lambda x, lam: module(x.to(device), lam.to(device)).cpu()) if takes_lam else (lambda x, lam: module(x.to(device)).cpu()), takes_lam
+
+
+@torch.no_grad()
+def check_export(tm: TunableModel, path: Union[str, Path], format: str, lams: Sequence[LamLike],
+                 size: Sequence[int] = (2, 3, 48, 40), atol: float = 1e-4) -> Dict[str, float]:
+    """Run the exported file on a random image of ``size`` (B, C, H, W) at each λ (p,) and
+    compare with eager ``tm(x, lam=λ)``. A baked file ignores λ: pass the λ it was baked at.
+
+    Returns ``{"λ_1,λ_2,...": max abs error}``; raises :class:`ExportMismatch` listing every λ
+    whose error exceeds ``atol`` (or is NaN).
+    """
+    fmt, ref = _format(format), tm._ref()
+    run, takes_lam = _runner(Path(path), fmt, ref.device)
+    x = torch.rand(tuple(size), generator=torch.Generator().manual_seed(0)).to(ref.dtype)
+    errors: Dict[str, float] = {}
+    with _eval(tm):
+        for lam in lams:
+            lam_t = tm.validate_lam(lam)
+            if lam_t.dim() != 1:
+                raise ValueError(f"check_export takes one λ of shape ({tm.p},) at a time; got {tuple(lam_t.shape)}")
+            expected = tm(x.to(ref.device), lam=lam_t).float().cpu()
+            got = run(x, lam_t).float()
+            if got.shape != expected.shape:
+                raise ExportMismatch(f"{path}: output shape {tuple(got.shape)} != eager {tuple(expected.shape)} at size {tuple(size)}")
+            errors[",".join(f"{v:g}" for v in lam_t.tolist())] = (got - expected).abs().max().item()
+    bad = {k: v for k, v in errors.items() if not v <= atol}  # `not <=` also catches NaN
+    if bad:
+        raise ExportMismatch(f"{path} ({fmt}{'' if takes_lam else ', baked'}) differs from the eager model by more "
+                             f"than atol={atol:g} at size {tuple(size)}: " + ", ".join(f"λ=({k}): {v:.3g}" for k, v in bad.items()))
+    return errors
+
+
+def _load(source: Union[str, Path]) -> TunableModel:
+    from .publishing import from_pretrained, from_zoo, list_zoo
+
+    if not Path(source).expanduser().is_dir() and str(source) in list_zoo():
+        return from_zoo(str(source))
+    return from_pretrained(source)  # a folder or a hub id; its errors name what is wrong
+
+
+def export_command(model_source: Union[str, Path], fmt: str, out: Union[str, Path], lam: Optional[LamLike] = None) -> Dict[str, Any]:
+    """``tunify export``: load a published folder or zoo name, export, and check the file at
+    every corner of the λ space and its centre (or at the baked λ). Returns a summary dict."""
+    _format(fmt)
+    tm = _load(model_source)
+    path = export_model(tm, out, format=fmt, lam=lam)
+    space = tm.lam_space
+    centre = [1.0 / space.p if space.kind == "simplex" else 0.5] * space.p
+    lams: List[Any] = [lam] if lam is not None else [*lam_grid(space, 2), centre]
+    errors = check_export(tm, path, fmt, lams)
+    described = describe_export(path, fmt)
+    files = [path, *path.parent.glob(path.name + ".data")]  # ONNX weights past 2 GB live beside it
+    return {
+        "path": str(path), "format": fmt, "objectives": list(tm.objectives), "lam_space": space.kind,
+        "baked_at": None if lam is None else tm.validate_lam(lam).tolist(),
+        "inputs": described["inputs"], "outputs": described["outputs"], "dynamic_axes": described["dynamic"],
+        "max_abs_error": errors, "file_size": sum(f.stat().st_size for f in files),
+    }
