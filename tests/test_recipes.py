@@ -36,3 +36,22 @@ def test_recipe_smoke_trains(path, tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in run.fit.history)
     assert run.sweep and (tmp_path / "run" / "sweep.png").is_file()
     assert run.model.p == recipe.p and run.model.lam_space.kind == recipe.tunify.lam_space
+
+
+def test_box_targets_interpolate_between_the_knobs():
+    """edsr_denoise_deblur: λ=(0,0) is the input, (1,0) the blurred clean image, (0,1) clean +
+    the same noise, (1,1) the clean image — checked by a zero loss exactly at each."""
+    from tunify.data import build_dataset
+    from tunify.objectives import ObjectiveSet, ParametricLoss
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "edsr_denoise_deblur.yaml", smoke=True)
+    batch = build_dataset(recipe.data.train).batch(2, torch.Generator().manual_seed(0))
+    loss = ParametricLoss(ObjectiveSet.from_specs(recipe.objectives), recipe.loss.mode, recipe.loss.base, recipe.loss.losses)
+    blurred, noisy, clean = batch["stage0"], batch["lq"], batch["gt"]
+    expected = {(0.0, 0.0): noisy, (1.0, 0.0): blurred, (0.0, 1.0): clean + noisy - blurred, (1.0, 1.0): clean}
+    for lam, target in expected.items():
+        value, terms = loss(target, dict(batch), torch.tensor(lam))
+        assert value.item() < 1e-6, (lam, value.item())
+        others = [t for t in expected.values() if t is not target]
+        assert all(loss(o, dict(batch), torch.tensor(lam))[0].item() > 1e-3 for o in others)
+    assert set(terms) == {"denoise", "deblur"}
