@@ -3,6 +3,8 @@
     tunify quickstart                        # the embedded default: a denoiser with a grain knob
     tunify train RECIPE.yaml [--set optim.lr=1e-4 ...] [--resume] [--smoke]
     tunify convert nafnet-width32            # tunify a registry model, print the report and checks
+    tunify publish RUN --to DIR | tunify load NAME [--verify] | tunify zoo
+    tunify export NAME --format onnx|torch-export --out FILE [--lam 0.3,0.7]
 """
 from __future__ import annotations
 
@@ -140,6 +142,18 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_command
+
+    lam = [float(v) for v in args.lam.split(",")] if args.lam else None
+    summary = export_command(args.model, args.format, args.out, lam=lam)
+    print(f"exported {args.model} -> {summary['path']} ({summary['format']}, {summary['file_size']:,} bytes)")
+    print(f"  inputs {summary['inputs']}, dynamic axes {summary['dynamic_axes']}")
+    for key, err in summary["max_abs_error"].items():
+        print(f"  λ={key}: max |exported - eager| = {err:.2e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("name")
     load.add_argument("--verify", action="store_true", help="re-measure the card's λ sweep (must match within 0.05 dB)")
     load.set_defaults(func=_load)
+    exp = sub.add_parser("export", help="export a published model with λ as an input (or baked at --lam)")
+    exp.add_argument("model", help="zoo name or published folder")
+    exp.add_argument("--format", default="onnx", choices=["onnx", "torch-export"])
+    exp.add_argument("--lam", default=None, help="bake this λ (comma-separated) instead of making λ an input")
+    exp.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
+    exp.set_defaults(func=_export)
     zoo = sub.add_parser("zoo", help="list the published checkpoints")
     zoo.set_defaults(func=_zoo)
     return parser

@@ -7,15 +7,12 @@ validated inside the graph (that would need data-dependent control flow): caller
 a valid λ (simplex: entries ≥ 0 summing to 1; box: entries in [0, 1]). With ``lam`` given,
 the model is baked at that λ (:func:`tunify.bake`) and takes ``image`` only.
 
-What is dynamic: batch, height and width of ``image`` (and the matching output axes) in both
-formats, unless tracing had to specialise an axis (then a warning names it and
-:func:`describe_export` shows the fixed size). ``lam`` always has the static shape (p,).
-
-Both formats go through one ``torch.export`` program: ONNX uses the dynamo-based exporter
-(``torch.onnx.export(ExportedProgram, dynamo=True)``, which needs onnxscript), so both files
-share one graph and one account of which axes are dynamic, derived by symbolic shapes. The
-TorchScript-based exporter (``dynamo=False``) still runs on torch 2.14 but is deprecated, and
-``torch.jit`` tracing records Python shape arithmetic as constants (with TracerWarnings).
+Dynamic in both formats: batch, height and width of ``image`` (output axes follow), unless
+the model fixes an axis (a warning names it; :func:`describe_export` shows the sizes). ``lam``
+is static (p,). Both formats come from one ``torch.export`` program; ONNX via the dynamo-based
+exporter (needs onnxscript), so both share one graph and one account of the dynamic axes. The
+TorchScript exporter (``dynamo=False``) still runs on torch 2.14 but is deprecated and its
+``torch.jit`` trace records Python shape arithmetic as constants.
 """
 from __future__ import annotations
 
@@ -77,13 +74,15 @@ def _format(fmt: str) -> str:
 
 @contextlib.contextmanager
 def _eval(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the block (dropout off, norms frozen), then the caller's mode again."""
-    was = module.training
+    """Eval mode for the block (dropout off, norms frozen), then each submodule's own mode
+    again (a fresh wrapper is in training mode; restoring it alone would flip the model)."""
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         yield
     finally:
-        module.train(was)
+        for m, was in modes:
+            m.training = was
 
 
 def _oblivious() -> contextlib.AbstractContextManager:
@@ -100,7 +99,11 @@ def _oblivious() -> contextlib.AbstractContextManager:
 def _symbolic_axes(ep: "torch.export.ExportedProgram") -> Dict[str, str]:
     """Symbol name (``s0``) → axis name (``batch``) for the dynamic axes of the image."""
     node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == IMAGE)
-    return {str(d): _AXES[i] for i, d in enumerate(node.meta["val"].shape) if i in _AXES and isinstance(d, torch.SymInt)}
+    return {str(d): _AXES[i] for i, d in enumerate(node.meta["val"].shape) if i in _AXES and _symbolic(d)}
+
+
+def _symbolic(d: Any) -> bool:  # a specialised axis can stay a SymInt whose expression is "16"
+    return isinstance(d, torch.SymInt) and not str(d).isdigit()
 
 
 def _export_program(module: nn.Module, args: Tuple[Tensor, ...], dynamic: bool) -> "torch.export.ExportedProgram":
@@ -128,24 +131,25 @@ def export_model(tm: TunableModel, path: Union[str, Path], format: str = "onnx",
     """
     fmt, path = _format(format), Path(path)
     ref = tm._ref()
-    size = list(example_size)
-    if dynamic and size[0] == 1:
-        size[0] = 2
-    x = torch.rand(size, device=ref.device, dtype=ref.dtype)
-    if lam is None:
-        centre = torch.full((tm.p,), 1.0 / tm.p if tm.lam_space.kind == "simplex" else 0.5)
-        module, args = LamInput(tm), (x, centre.to(ref.device, ref.dtype))
-    else:
-        module, args = _ImageOnly(bake(tm, lam)), (x,)
+    centre = torch.full((tm.p,), 1.0 / tm.p if tm.lam_space.kind == "simplex" else 0.5).to(ref.device, ref.dtype)
+    module = LamInput(tm) if lam is None else _ImageOnly(bake(tm, lam))
+
+    def example(size: Sequence[int]) -> Tuple[Tensor, ...]:
+        x = torch.rand(tuple(size), device=ref.device, dtype=ref.dtype)
+        return (x, centre) if lam is None else (x,)
+
     with _eval(module):
         try:
             try:
+                # A batch of 1 would be specialised by torch.export's 0/1 rule: trace with 2.
+                args = example([max(2, example_size[0]), *example_size[1:]] if dynamic else example_size)
                 ep = _export_program(module, args, dynamic)
             except Exception as exc:
                 if not dynamic:
                     raise
                 warnings.warn(f"export: dynamic shapes failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                              f"exporting with the static size {tuple(size)}", stacklevel=2)
+                              f"exporting with the static size {tuple(example_size)}", stacklevel=2)
+                args = example(example_size)
                 ep = _export_program(module, args, False)
         except Exception as exc:
             hint = " Pass lam=... to export the model baked at one λ (plain layers, no scope)." if lam is None else ""
@@ -155,8 +159,7 @@ def export_model(tm: TunableModel, path: Union[str, Path], format: str = "onnx",
     if fmt == "torch-export":
         torch.export.save(ep, str(path))
         return path
-    with _oblivious(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's own deprecation/progress chatter
+    with _oblivious():
         program = torch.onnx.export(ep, args, input_names=[IMAGE, LAM][: len(args)], output_names=[OUTPUT],
                                     opset_version=opset, dynamo=True, verbose=False)
     program.save(str(path))  # weights go to a side file only past protobuf's 2 GB limit
@@ -171,7 +174,9 @@ def _rename_onnx_axes(path: Path, names: Dict[str, str]) -> None:
     model = onnx.load(str(path), load_external_data=False)  # the weights stay where they are
     for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param:
+            if dim.dim_param.isdigit():  # an axis the trace specialised
+                dim.dim_value = int(dim.dim_param)
+            elif dim.dim_param:
                 dim.dim_param = _rename(dim.dim_param, names)
     onnx.save(model, str(path))
 
@@ -196,13 +201,14 @@ def describe_export(path: Union[str, Path], format: str) -> Dict[str, Any]:
     else:
         ep = torch.export.load(str(path))
         names = _symbolic_axes(ep)
-        shape = lambda t: [_rename(str(d), names) if isinstance(d, torch.SymInt) else int(d) for d in t.shape]  # noqa: E731
+        shape = lambda t: [_rename(str(d), names) if _symbolic(d) else int(d) for d in t.shape]  # noqa: E731
         user = set(ep.graph_signature.user_inputs)
         inputs = {n.name: shape(n.meta["val"]) for n in ep.graph.nodes if n.op == "placeholder" and n.name in user}
         out = next(n for n in ep.graph.nodes if n.op == "output").args[0]
         outputs = {OUTPUT: shape(out[0].meta["val"])}
         info = {}
-    dynamic = {name: [d for d in dims if isinstance(d, str)] for name, dims in inputs.items() if any(isinstance(d, str) for d in dims)}
+    named = {name: [d for d in dims if isinstance(d, str)] for name, dims in inputs.items()}
+    dynamic = {name: dims for name, dims in named.items() if dims}
     return {"inputs": inputs, "outputs": outputs, "dynamic": dynamic, **info}
 
 
@@ -220,9 +226,12 @@ def _runner(path: Path, fmt: str, device: torch.device) -> Tuple[Callable[[Tenso
 
         return run, takes_lam
     ep = torch.export.load(str(path))
-    module = ep.module()
-    takes_lam = LAM in ep.graph_signature.user_inputs
-    return (lambda x, lam: module(x.to(device), lam.to(device)).cpu()) if takes_lam else (lambda x, lam: module(x.to(device)).cpu()), takes_lam
+    module, takes_lam = ep.module(), LAM in ep.graph_signature.user_inputs
+
+    def run_pt2(x: Tensor, lam: Tensor) -> Tensor:
+        return module(x.to(device), *([lam.to(device)] if takes_lam else [])).cpu()
+
+    return run_pt2, takes_lam
 
 
 @torch.no_grad()
@@ -244,14 +253,20 @@ def check_export(tm: TunableModel, path: Union[str, Path], format: str, lams: Se
             if lam_t.dim() != 1:
                 raise ValueError(f"check_export takes one λ of shape ({tm.p},) at a time; got {tuple(lam_t.shape)}")
             expected = tm(x.to(ref.device), lam=lam_t).float().cpu()
-            got = run(x, lam_t).float()
+            try:
+                got = run(x, lam_t).float()
+            except Exception as exc:  # e.g. a shape guard of the .pt2: name the size that broke it
+                raise ExportMismatch(f"{path} ({fmt}) failed to run at size {tuple(size)}: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0][:300]}") from exc
             if got.shape != expected.shape:
-                raise ExportMismatch(f"{path}: output shape {tuple(got.shape)} != eager {tuple(expected.shape)} at size {tuple(size)}")
+                raise ExportMismatch(f"{path}: output shape {tuple(got.shape)} != eager {tuple(expected.shape)} "
+                                     f"at size {tuple(size)}")
             errors[",".join(f"{v:g}" for v in lam_t.tolist())] = (got - expected).abs().max().item()
     bad = {k: v for k, v in errors.items() if not v <= atol}  # `not <=` also catches NaN
     if bad:
+        listed = ", ".join(f"λ=({k}): {v:.3g}" for k, v in bad.items())
         raise ExportMismatch(f"{path} ({fmt}{'' if takes_lam else ', baked'}) differs from the eager model by more "
-                             f"than atol={atol:g} at size {tuple(size)}: " + ", ".join(f"λ=({k}): {v:.3g}" for k, v in bad.items()))
+                             f"than atol={atol:g} at size {tuple(size)}: {listed}")
     return errors
 
 
@@ -263,7 +278,8 @@ def _load(source: Union[str, Path]) -> TunableModel:
     return from_pretrained(source)  # a folder or a hub id; its errors name what is wrong
 
 
-def export_command(model_source: Union[str, Path], fmt: str, out: Union[str, Path], lam: Optional[LamLike] = None) -> Dict[str, Any]:
+def export_command(model_source: Union[str, Path], fmt: str, out: Union[str, Path],
+                   lam: Optional[LamLike] = None) -> Dict[str, Any]:
     """``tunify export``: load a published folder or zoo name, export, and check the file at
     every corner of the λ space and its centre (or at the baked λ). Returns a summary dict."""
     _format(fmt)
