@@ -5,6 +5,7 @@
     tunify convert nafnet-width32            # tunify a registry model, print the report and checks
     tunify publish RUN --to DIR | tunify load NAME [--verify] | tunify zoo
     tunify export NAME --format onnx|torch-export --out FILE [--lam 0.3,0.7]
+    tunify demo [NAME]                       # a local page: upload an image, move λ
 """
 from __future__ import annotations
 
@@ -154,6 +155,30 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_DEMO_MODEL = "nafnet-grain-s25"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import serve
+    from .publishing import from_pretrained, from_zoo
+
+    source = args.model
+    tm = from_pretrained(source) if Path(source).is_dir() else from_zoo(source)
+    name = (getattr(tm, "card", None) or {}).get("name", source)
+    server, _ = serve(tm, name=name, host=args.host, port=args.port)
+    host, port = server.server_address[:2]
+    print(f"tunify demo of {name} on http://{host}:{port}/  (Ctrl+C to stop)")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("warning: listening beyond loopback; anyone who can reach this address can use the demo")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--lam", default=None, help="bake this λ (comma-separated) instead of making λ an input")
     exp.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
     exp.set_defaults(func=_export)
+    demo = sub.add_parser("demo", help="a local page: upload an image and move λ")
+    demo.add_argument("model", nargs="?", default=DEFAULT_DEMO_MODEL, help=f"zoo name or published folder (default {DEFAULT_DEMO_MODEL})")
+    demo.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.set_defaults(func=_demo)
     zoo = sub.add_parser("zoo", help="list the published checkpoints")
     zoo.set_defaults(func=_zoo)
     return parser
