@@ -2,7 +2,6 @@
 check, every corruption case, hub ids offline, and push_to_hub up to the upload."""
 import copy
 import json
-import re
 import shutil
 
 import pytest
@@ -203,3 +202,21 @@ def test_bake_of_a_loaded_model(published):
     tm = from_pretrained(folder)
     x = torch.rand(2, 3, 16, 16)
     assert torch.allclose(bake(tm, [0.3, 0.7])(x), tm(x, lam=[0.3, 0.7]), atol=1e-6)
+
+
+def test_the_shipped_zoo_checkpoint_reproduces_its_card():
+    """zoo/nafnet-grain-s25, trained on this kind of machine: sha256-checked load, and the
+    card's λ sweep re-measured on the recipe's validation images within 0.05 dB."""
+    from tunify.cli import DEFAULT_DEMO_MODEL
+    from tunify.publishing import zoo_entry
+    from tunify.publishing.zoo import ZOO_DIR
+
+    assert DEFAULT_DEMO_MODEL in list_zoo()
+    entry = zoo_entry(DEFAULT_DEMO_MODEL)
+    assert entry["size"] < 5_000_000 and entry["lam"]["strong"] and entry["lam"]["grain"]
+    tm = from_zoo(DEFAULT_DEMO_MODEL)
+    rows = verify_card(tm, ZOO_DIR.parent / entry["path"])
+    assert len(rows) >= 5 and max(abs(r["delta"]) for r in rows) <= 0.05, rows
+    psnr = [r["measured"] for r in rows]
+    assert psnr == sorted(psnr, reverse=True), "PSNR must fall monotonically from strong to grain"
+    assert psnr[0] - psnr[-1] > 5, "the knob must span a real range of denoising"

@@ -1,11 +1,9 @@
 """Behaviour of tunify() beyond the zoo suite: the caller's model, methods, sharing, refused
 layers, user-registered types, the report, and reads of a layer's weight."""
 import copy
-import pickle
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import assert_close, perturb
 from torch import nn
 from torch.nn.utils import parametrizations, spectral_norm

@@ -106,7 +106,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from .publishing import from_pretrained, from_zoo, list_zoo, verify_card, zoo_entry
+    from .publishing import from_pretrained, from_zoo, verify_card, zoo_entry
     from .publishing.card import sweep_table
 
     if Path(args.name).is_dir():

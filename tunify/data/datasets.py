@@ -230,7 +230,7 @@ def _pair_by_stem(lq_files: List[Path], gt_files: List[Path], scale: int, lq_dir
     if unmatched_lq or unmatched_gt:
         def show(names: List[str]) -> str:
             return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        lines = [f"PairedFolders: files are paired by name without extension, and some have no partner:"]
+        lines = ["PairedFolders: files are paired by name without extension, and some have no partner:"]
         if unmatched_lq:
             lines.append(f"  in lq {lq_dir!r} only: {show(unmatched_lq)}")
         if unmatched_gt:

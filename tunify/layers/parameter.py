@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import TunableLayer, current_coeffs, mix, stack_kernels
 

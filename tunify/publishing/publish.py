@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from ..data import build_dataset
-from ..lam import lam_grid
 from ..surgery import TunableModel
 from ..training import build_model, latest_checkpoint, load_checkpoint, parse_recipe, tunify_from_recipe
 from ..training.validate import lam_sweep

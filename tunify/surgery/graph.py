@@ -10,7 +10,7 @@ Submodules kept whole (leaves) read the coefficients from the scope the model se
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.fx as fx

@@ -7,6 +7,7 @@ with DistributedDataParallel (gloo on CPU, nccl on GPU), each rank drawing its o
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -164,7 +165,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
     def validate(step: int) -> None:
         if rank != 0 or not tunable:
             return
-        ctx = ema.swapped_in() if ema else _nullcontext()
+        ctx = ema.swapped_in() if ema else contextlib.nullcontext()
         with ctx:
             rows = lam_sweep(model, val_batch, grid.to(device), ploss)
         for row in rows:
@@ -254,11 +255,6 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
     timed = [r["sec_per_step"] for r in result.history[1:]] or [r["sec_per_step"] for r in result.history]
     result.sec_per_step = sum(timed) / max(1, len(timed))
     return result
-
-
-class _nullcontext:
-    def __enter__(self): return None
-    def __exit__(self, *a): return False
 
 
 def _check_in_sync(model: nn.Module, log: Callable[[str], None]) -> None:
