@@ -152,7 +152,7 @@ def test_api_errors_are_json_messages(demo, tmp_path):
     def post(path, body, kind="application/json"):
         req = urllib.request.Request(url + path.lstrip("/"), data=body, headers={"Content-Type": kind})
         try:
-            with urllib.request.urlopen(req) as res:
+            with urllib.request.urlopen(req) as res:  # loopback: the demo server this test started
                 return res.status, json.loads(res.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
