@@ -72,7 +72,7 @@ def recipe_path(name: str) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted(p.stem for p in shipped.glob("*.yaml"))
-    from .training.schema import did_you_mean
+    from ._text import did_you_mean
 
     raise FileNotFoundError(f"no recipe {name!r} (not a file, not in {shipped}).{did_you_mean(name, known)} "
                             f"Shipped recipes: {', '.join(known) or 'none'}.")

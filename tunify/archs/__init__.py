@@ -5,12 +5,12 @@ it is installed; any timm model is ``"timm:<name>"`` (created without pretrained
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any, Callable, Dict
 
 from torch import nn
 
+from .._text import did_you_mean
 from .dncnn import DnCNN
 from .nafnet import NAFNet
 from .stylenet import StyleNet
@@ -60,13 +60,18 @@ def register_arch(name: str, factory: Callable[..., nn.Module]) -> None:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build an architecture by registry name (or ``timm:<name>``) with its kwargs."""
+    """Build an architecture by registry name, ``timm:<name>`` or ``package.module:Class``."""
     if name.startswith("timm:"):
         import timm
 
         return timm.create_model(name[5:], pretrained=False, **kwargs)
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"architecture {name!r}: cannot import {attr} from {module_name} ({exc})") from exc
+        return factory(**kwargs)
     if name not in ARCHS:
-        close = difflib.get_close_matches(name, list(ARCHS), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"unknown architecture {name!r}.{hint} Known: {', '.join(sorted(ARCHS))}, or 'timm:<name>'.")
+        raise KeyError(f"unknown architecture {name!r}.{did_you_mean(name, ARCHS)} Known: {', '.join(sorted(ARCHS))}, or 'timm:<name>'.")
     return ARCHS[name](**kwargs)

@@ -14,7 +14,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-__all__ = ["read_state_dict", "load_pretrained", "WRAPPER_KEYS"]
+__all__ = ["read_state_dict", "load_pretrained", "state_mismatch", "WRAPPER_KEYS"]
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 
@@ -64,14 +64,19 @@ def read_state_dict(source: str, key: str = "auto") -> Dict[str, torch.Tensor]:
     return {k[7:] if k.startswith("module.") else k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
+def state_mismatch(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor]):
+    """(missing keys, unexpected keys, "key: file (shape) vs model (shape)" lines), sorted."""
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    return missing, unexpected, shapes
+
+
 def load_pretrained(model: nn.Module, source: str, key: str = "auto", strict: bool = True) -> nn.Module:
     """Load weights into ``model``; a layout mismatch lists the missing and unexpected keys."""
     state = read_state_dict(source, key)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    missing, unexpected, shapes = state_mismatch(own, state)
     if shapes or (strict and (missing or unexpected)):
         def show(items):
             return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "") or "none"

@@ -7,22 +7,17 @@ spec is built, so that a typo fails before training starts; :func:`sample_param`
 """
 from __future__ import annotations
 
-import difflib
 import numbers
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from .._text import did_you_mean
+
 __all__ = ["did_you_mean", "ParamLike", "check_param", "sample_param"]
 
 ParamLike = Union[float, int, Sequence[float]]
-
-
-def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """`` Did you mean 'x'?`` for the options close to ``word``, or '' when none is."""
-    close = difflib.get_close_matches(str(word), list(options), n=3, cutoff=0.5)
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _is_number(value: object) -> bool:

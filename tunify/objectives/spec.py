@@ -9,12 +9,13 @@ therefore converted; anything else (bools, "abc", NaN, inf) is refused.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import typing
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Iterable, List, Literal, Union
+
+from .._text import did_you_mean as _did_you_mean
 
 __all__ = ["did_you_mean", "accepted_keywords", "check_kwargs", "coerce"]
 
@@ -22,13 +23,8 @@ _MISSING = inspect.Parameter.empty
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """' Did you mean 'X'?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    if not close:  # case slips ('l1loss') score low on raw ratio; compare lower-cased too
-        lowered = {c.lower(): c for c in choices}
-        hit = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-        close = [lowered[hit[0]]] if hit else []
-    return f" Did you mean {close[0]!r}?" if close else ""
+    """' Did you mean 'X'?' for the single closest choice, or '' when nothing is close."""
+    return _did_you_mean(name, choices, n=1, cutoff=0.6)
 
 
 def _init_parameters(factory: Callable) -> Dict[str, inspect.Parameter]:

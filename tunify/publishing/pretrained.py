@@ -15,7 +15,6 @@ legacy ``pytorch_model.pth``.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
-from torch import nn
 
 from .. import __version__
 from ..archs import create_model
+from ..archs.weights import state_mismatch
 from ..surgery import TunableModel, tunify
 
 __all__ = ["save_pretrained", "from_pretrained", "sha256_file", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION"]
@@ -157,13 +156,6 @@ def _read_config(folder: Path) -> Dict[str, Any]:
     return config
 
 
-def _build_arch(arch: str, kwargs: Dict[str, Any]) -> nn.Module:
-    if ":" in arch and not arch.startswith("timm:"):
-        module, _, attr = arch.partition(":")
-        return getattr(importlib.import_module(module), attr)(**kwargs)
-    return create_model(arch, **kwargs)
-
-
 def _read_weights(folder: Path, config: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     st, legacy = folder / WEIGHTS_NAME, folder / LEGACY_WEIGHTS
     if st.is_file():
@@ -197,7 +189,7 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
     folder = _resolve(source, revision)
     config = _read_config(folder)
     try:
-        model = _build_arch(config["arch"], config.get("arch_kwargs", {}))
+        model = create_model(config["arch"], **config.get("arch_kwargs", {}))
     except Exception as exc:
         raise ValueError(f"{folder / CONFIG_NAME}: cannot build architecture {config['arch']!r} "
                          f"with {config.get('arch_kwargs')} ({type(exc).__name__}: {exc})") from exc
@@ -214,9 +206,7 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
         if stack and key in own and t.shape != own[key].shape and t.shape[1:] == own[key].shape[1:]:
             raise ValueError(f"{folder / WEIGHTS_NAME}: {key} holds {t.shape[0]} kernels, but {CONFIG_NAME} says "
                              f"p={config['p']} in the {config['lam_space']} space ({k} kernels): config and weights disagree")
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = sorted(f"{k2}: file {tuple(state[k2].shape)} vs model {tuple(own[k2].shape)}"
-                    for k2 in set(own) & set(state) if state[k2].shape != own[k2].shape)
+    missing, unexpected, shapes = state_mismatch(own, state)
     if missing or unexpected or shapes:
         raise ValueError(
             f"{folder / WEIGHTS_NAME} does not fit {config['arch']} {config.get('arch_kwargs')}: "

@@ -33,7 +33,7 @@ def list_zoo(index: Optional[Union[str, Path]] = None) -> List[str]:
 def zoo_entry(name: str, index: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
     entries = {m["name"]: m for m in zoo_index(index)["models"]}
     if name not in entries:
-        from ..training.schema import did_you_mean
+        from .._text import did_you_mean
 
         raise KeyError(f"no zoo model {name!r}.{did_you_mean(name, entries)} Published: {', '.join(entries) or 'none'}")
     return entries[name]

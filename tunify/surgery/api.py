@@ -83,7 +83,8 @@ def tunify(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    space = LamSpace(lam_space, len(objective_names(objectives)), objective_names(objectives))
+    names = objective_names(objectives)
+    space = LamSpace(lam_space, len(names), names)
     start = time.perf_counter()
     params_before = _count(model)
     work = model if inplace else _copy_except_kernels(model, make_plan(model, targets, exclude))

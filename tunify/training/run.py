@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch import nn
 
 from ..archs import create_model
 from ..archs.weights import load_pretrained
-from ..data import build_dataset, save_image
+from ..data import save_image
 from ..lam import lam_grid
 from ..surgery import TunableModel, tunify
 from .checkpoint import latest_checkpoint, load_checkpoint
@@ -44,15 +43,7 @@ class RunResult:
 def build_model(spec: ModelSpec) -> nn.Module:
     """The plain network of a recipe: registry name, ``timm:<name>`` or ``package.module:Class``,
     with pretrained weights from a local path or URL when given."""
-    if ":" in spec.arch and not spec.arch.startswith("timm:"):
-        module_name, _, attr = spec.arch.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"model.arch {spec.arch!r}: cannot import {attr} from {module_name} ({exc})") from exc
-        model = factory(**spec.kwargs)
-    else:
-        model = create_model(spec.arch, **spec.kwargs)
+    model = create_model(spec.arch, **spec.kwargs)
     if spec.weights:
         load_pretrained(model, spec.weights, spec.weights_key, spec.strict)
     return model
@@ -137,9 +128,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, stop_after: Optional[int
     result = fit(tm, recipe, resume=resume, stop_after=stop_after, log=log)
     run = RunResult(out, tm, result)
     if rank == 0 and result.step == recipe.optim.steps:
-        val_spec = recipe.data.val or recipe.data.train
-        batch = build_dataset(val_spec).fixed_batch(recipe.data.val_images, recipe.data.val_patch, seed=recipe.seed)
-        sweep = write_sweep(tm, batch, out, recipe.validation.lam_points)
+        sweep = write_sweep(tm, result.val_batch, out, recipe.validation.lam_points)
         run.sweep = sweep["rows"]
         run.files = {k: out / f"sweep.{k}" for k in ("png", "md", "json")}
         log("λ sweep on the validation images:\n" + sweep["table"])

@@ -9,12 +9,13 @@ YAML needs ``1.0e-4`` to read a float; :data:`RecipeLoader` also reads ``1e-4``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import typing
 from typing import Any, Dict, List, Mapping, Union
 
 import yaml
+
+from .._text import did_you_mean
 
 __all__ = ["RecipeLoader", "parse", "did_you_mean", "set_dotted", "load_yaml_text"]
 
@@ -32,11 +33,6 @@ RecipeLoader.add_implicit_resolver(
 
 def load_yaml_text(text: str) -> Any:
     return yaml.load(text, Loader=RecipeLoader)
-
-
-def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _type_name(tp: Any) -> str:

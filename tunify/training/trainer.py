@@ -47,6 +47,7 @@ class FitResult:
     checkpoint: Optional[Path] = None
     seconds: float = 0.0
     sec_per_step: float = 0.0
+    val_batch: Dict[str, Any] = field(default_factory=dict)  # the fixed validation batch the sweeps use
 
 
 def distributed() -> tuple:
@@ -146,7 +147,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
                          active=rank == 0, resume_step=start if resume else None, tensorboard="off")
     grid = torch.tensor(recipe.validation.lams) if recipe.validation.lams else lam_grid(space, recipe.validation.lam_points)
     bar = progress_bar(opt_spec.steps, start, recipe.output.progress and rank == 0, recipe.name)
-    result = FitResult(out, start)
+    result = FitResult(out, start, val_batch=val_batch)
     last_ckpt: Optional[Path] = existing
     t_run = time.perf_counter()
     batch_size = recipe.data.batch_size
