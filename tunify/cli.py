@@ -6,6 +6,7 @@
     tunify publish RUN --to DIR | tunify load NAME [--verify] | tunify zoo
     tunify export NAME --format onnx|torch-export --out FILE [--lam 0.3,0.7]
     tunify demo [NAME]                       # a local page: upload an image, move λ
+    tunify sweep NAME --images DIR [--points 11] [--out DIR]   # metrics, plots and a grid across λ
 """
 from __future__ import annotations
 
@@ -106,14 +107,10 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from .publishing import from_pretrained, from_zoo, verify_card, zoo_entry
+    from .publishing import resolve_model, verify_card
     from .publishing.card import sweep_table
 
-    if Path(args.name).is_dir():
-        tm, folder = from_pretrained(args.name), Path(args.name)
-    else:
-        tm = from_zoo(args.name)
-        folder = Path(__file__).resolve().parents[1] / zoo_entry(args.name)["path"]
+    tm, folder = resolve_model(args.name)
     card = tm.card
     print(f"{card['name']}: tunable {card['arch']} {card['arch_kwargs']}, λ {card['lam_space']} over "
           f"{', '.join(o['name'] for o in card['objectives'])}")
@@ -155,15 +152,55 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .evaluation import check_metrics, is_paired_folder, parse_lams, recipe_settings, require_matplotlib, sweep
+    from .publishing import resolve_model
+    from .training.schema import load_yaml_text
+
+    metrics = check_metrics(args.metrics)
+    lams = parse_lams(args.lam) if args.lam else None
+    degradation, where = None, "--degradation"
+    if args.degradation:
+        try:
+            degradation = load_yaml_text(args.degradation)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--degradation is not valid YAML ({exc}); write e.g. "
+                             "\"[{type: gaussian_noise, sigma: 25}]\"") from None
+    if degradation is not None and is_paired_folder(args.images):
+        raise ValueError(f"--degradation applies to clean images, but {args.images} holds lq/ and gt/ pairs "
+                         "(their lq images are already degraded): drop --degradation")
+    require_matplotlib()
+    tm, folder = resolve_model(args.model)
+    settings = recipe_settings(folder)
+    if degradation is None and settings.get("degradation") is not None:
+        degradation, where = settings["degradation"], f"{folder / 'recipe.yaml'}"
+    name = (getattr(tm, "card", None) or {}).get("name") or Path(str(args.model).rstrip("/")).name
+    out = Path(args.out or f"runs/sweep-{name}")
+    result = sweep(tm, args.images, lams=lams, points=args.points, degradation=degradation, loss=settings.get("loss"),
+                   metrics=metrics, max_size=args.max_size, seed=args.seed, progress=not args.no_progress, name=name)
+    if "loss" in result.skipped and settings.get("loss_reason"):
+        result.skipped["loss"] = settings["loss_reason"]
+    files = result.save(out)
+    print(result.table())
+    for line in list(result.skipped.values()) + list(result.settings.get("notes") or []):
+        print(line)
+    if result.settings.get("degradation") is not None:
+        print(f"inputs: {len(result.images)} images degraded with {result.settings['degradation']} "
+              f"(from {where}, seed {args.seed})")
+    print(f"wrote {', '.join(str(p) for p in files.values())}")
+    print(f"{name}: {len(result.rows)} λ × {len(result.images)} images in {result.settings['seconds']:.1f} s -> {out}")
+    return 0
+
+
 DEFAULT_DEMO_MODEL = "nafnet-grain-s25"
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import serve
-    from .publishing import from_pretrained, from_zoo
+    from .publishing import resolve_model
 
     source = args.model
-    tm = from_pretrained(source) if Path(source).is_dir() else from_zoo(source)
+    tm, _ = resolve_model(source)
     name = (getattr(tm, "card", None) or {}).get("name", source)
     server, _ = serve(tm, name=name, host=args.host, port=args.port)
     host, port = server.server_address[:2]
@@ -232,6 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     demo.add_argument("--port", type=int, default=7860)
     demo.set_defaults(func=_demo)
+    sw = sub.add_parser("sweep", help="measure and picture what λ does: metrics per λ, plots, an image grid")
+    sw.add_argument("model", help="zoo name, published folder or hub id")
+    sw.add_argument("--images", required=True,
+                    help="folder of clean images (or with lq/ and gt/ subfolders), a file, or skimage:name1,name2")
+    sw.add_argument("--out", default=None, help="output folder (default runs/sweep-<name>)")
+    sw.add_argument("--points", type=int, default=11, help="λ grid points per axis (default 11)")
+    sw.add_argument("--lam", default=None, help='explicit λ rows instead of a grid, e.g. "1,0;0.5,0.5"')
+    sw.add_argument("--degradation", default=None,
+                    help='YAML list of degradation steps for clean images, e.g. "[{type: gaussian_noise, sigma: 25}]" '
+                         "(default: the model recipe's)")
+    sw.add_argument("--max-size", type=int, default=512, help="shrink clean images to this longer side (default 512)")
+    sw.add_argument("--metrics", default="psnr,ssim,loss,niqe,lpips", help="comma-separated subset of "
+                    "psnr,ssim,loss,niqe,lpips (default all; those that cannot run are skipped with the reason)")
+    sw.add_argument("--seed", type=int, default=0, help="seed of the degradation noise (default 0)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.set_defaults(func=_sweep)
     zoo = sub.add_parser("zoo", help="list the published checkpoints")
     zoo.set_defaults(func=_zoo)
     return parser

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..surgery import TunableModel
 from .pretrained import WEIGHTS_NAME, _resolve, from_pretrained, sha256_file
 
-__all__ = ["ZOO_DIR", "zoo_index", "list_zoo", "zoo_entry", "from_zoo", "add_to_zoo"]
+__all__ = ["ZOO_DIR", "zoo_index", "list_zoo", "zoo_entry", "from_zoo", "add_to_zoo", "resolve_model"]
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo"
 
@@ -39,11 +39,16 @@ def zoo_entry(name: str, index: Optional[Union[str, Path]] = None) -> Dict[str, 
     return entries[name]
 
 
+def _zoo_folder(entry: Dict[str, Any], index: Optional[Union[str, Path]] = None) -> Path:
+    """The folder of a zoo entry: its path in the repo, or its hub snapshot."""
+    base = Path(index).resolve().parent.parent if index else ZOO_DIR.parent
+    return (base / entry["path"]) if entry.get("path") else _resolve(entry["hub"], entry.get("revision"))
+
+
 def from_zoo(name: str, index: Optional[Union[str, Path]] = None) -> TunableModel:
     """Load a published checkpoint by name, after checking its sha256 against the index."""
     entry = zoo_entry(name, index)
-    base = Path(index).resolve().parent.parent if index else ZOO_DIR.parent
-    folder = (base / entry["path"]) if entry.get("path") else _resolve(entry["hub"], entry.get("revision"))
+    folder = _zoo_folder(entry, index)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"zoo model {name!r}: {weights} is missing")
@@ -54,6 +59,33 @@ def from_zoo(name: str, index: Optional[Union[str, Path]] = None) -> TunableMode
             "is corrupted or was changed. Restore it (git checkout -- zoo/) or download it again."
         )
     return from_pretrained(folder)
+
+
+def resolve_model(source: Union[str, Path], index: Optional[Union[str, Path]] = None) -> Tuple[TunableModel, Optional[Path]]:
+    """A tunable model from what a user typed, and the folder it came from.
+
+    ``source``: a published folder (:func:`from_pretrained`), a zoo name (:func:`from_zoo`,
+    sha256-checked), or else a hub id ``owner/name`` (fetched or read from the hub cache).
+    Returns ``(tm, folder)``; the folder holds config.json and, when published from a run,
+    the recipe.yaml that trained the model. Errors name the problem (a zoo typo gets a
+    did-you-mean).
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return from_pretrained(path), path
+    text = str(source)
+    if text in list_zoo(index):
+        return from_zoo(text, index), _zoo_folder(zoo_entry(text, index), index)
+    if text.count("/") != 1 or path.exists() or text.startswith((".", "/", "~")):
+        from .._text import did_you_mean
+
+        names = list_zoo(index)
+        raise FileNotFoundError(
+            f"{text!r} is not a tunify model folder, a zoo model nor a hub id 'owner/name'."
+            f"{did_you_mean(text, names)} Zoo models: {', '.join(names) or 'none'}"
+        )
+    folder = _resolve(text, None)
+    return from_pretrained(folder), folder
 
 
 def add_to_zoo(folder: Union[str, Path], index: Optional[Union[str, Path]] = None, recipe: Optional[str] = None) -> Dict[str, Any]:
