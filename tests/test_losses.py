@@ -19,6 +19,7 @@ from tunify.objectives import (
     CharbonnierLoss,
     ContentLoss,
     FFTLoss,
+    SpectrumLoss,
     GANLoss,
     GlobalDiscriminator,
     GradientLoss,
@@ -137,6 +138,32 @@ def test_fft_loss_matches_numpy_fft():
     assert amp(p).shape[-1] == 10 // 2 + 1  # the half spectrum is what is averaged
 
 
+def test_spectrum_loss_matches_numpy_bands_and_ignores_position():
+    p, t = _pair(c=2, h=8, w=10)
+
+    def bands(x, k=4):  # an independent loop over the full 2-D spectrum's non-negative-x half
+        power = np.abs(np.fft.rfft2(_np(x), norm="ortho")) ** 2
+        fy, fx = np.abs(np.fft.fftfreq(8))[:, None], np.fft.rfftfreq(10)[None, :]
+        band = np.minimum((np.sqrt(fy ** 2 + fx ** 2) / np.sqrt(0.5) * k).astype(int), k - 1)
+        band[0, 0] = -1  # DC left out
+        return np.stack([np.sqrt(power[..., band == i].mean(-1)) for i in range(k)], -1)
+
+    expected = np.abs(bands(p) - bands(t)).mean(axis=(1, 2))
+    np.testing.assert_allclose(_np(SpectrumLoss(bands=4)(p, t)), expected, rtol=1e-10)
+    # circularly shifted content has the same spectrum: no penalty, where a pixel loss sees it all
+    shifted = torch.roll(t, shifts=(3, 4), dims=(-2, -1))
+    assert float(SpectrumLoss()(shifted, t).max()) < 1e-12 < float(L1Loss()(shifted, t).min())
+    # grain adds energy at high frequency: the top band moves far more than the lowest
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 64, 64, generator=g, dtype=torch.float64), 9, 1, 4)
+    noisy = smooth + 0.1 * torch.randn(smooth.shape, generator=g, dtype=torch.float64)
+    from tunify.objectives.frequency import radial_spectrum
+    move = (radial_spectrum(noisy) - radial_spectrum(smooth)).abs().mean((0, 1))
+    assert move[-1] > 5 * move[0]
+    with pytest.raises(ValueError, match="bands must be a positive integer"):
+        SpectrumLoss(bands=0)
+
+
 def test_gradient_loss_diff_and_sobel_match_loops():
     p, t = _pair(b=2, c=2, h=6, w=7)
     pn, tn = _np(p), _np(t)
@@ -169,6 +196,7 @@ SPECS = [
     {"type": "PSNRLoss", "to_y": True},
     {"type": "SSIMLoss"},
     {"type": "FFTLoss"},
+    {"type": "SpectrumLoss"},
     {"type": "GradientLoss", "mode": "sobel"},
     {"type": "PerceptualLoss", "pretrained": False, "criterion": "fro"},
     {"type": "ContentLoss", "pretrained": False},

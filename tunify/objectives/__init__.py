@@ -13,7 +13,7 @@ from .registry import LOSSES, build_loss, loss_names, register_loss
 # importing the loss modules registers their classes
 from .pixel import CharbonnierLoss, L1Loss, MSELoss, PSNRLoss
 from .structural import SSIMLoss
-from .frequency import FFTLoss, GradientLoss
+from .frequency import FFTLoss, GradientLoss, SpectrumLoss
 from .vgg import VGG_FILENAMES, VGG_URLS, VGGFeatures, vgg_layer_names
 from .perceptual import ContentLoss, PerceptualLoss, StyleLoss
 from .adversarial import (
@@ -43,6 +43,7 @@ __all__ = [
     "PSNRLoss",
     "SSIMLoss",
     "FFTLoss",
+    "SpectrumLoss",
     "GradientLoss",
     # VGG-based
     "PerceptualLoss",
