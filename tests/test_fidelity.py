@@ -27,8 +27,8 @@ def test_smoke_benchmark_trains_every_method_and_writes_results(tmp_path):
     out = proc.stdout
     assert "[grain seed 0] endpoint oracles" in out
     for m in METHODS:
-        assert f"| {m} |" in out
-    assert "largest validation-loss change over the last 20% of steps" in out
+        assert f"| {m} (" in out
+    assert "made in its last 20% of steps" in out
     assert "tunable within 0.2 dB of the oracle at every λ:" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["task"] for r in results["reports"]] == ["grain"]
@@ -44,7 +44,21 @@ def test_smoke_benchmark_trains_every_method_and_writes_results(tmp_path):
     for t in ("0.0", "1.0"):
         assert grain["dni"][t]["psnr"] == pytest.approx(grain["blend"][t]["psnr"], abs=1e-4)
     assert grain["dni"]["0.5"]["L"] != pytest.approx(grain["blend"]["0.5"]["L"], rel=1e-6)
-    assert (tmp_path / "fidelity.md").read_text().count("| tunable |") == 1
+    assert (tmp_path / "fidelity.md").read_text().count("| tunable (") == 1
+    params = results["reports"][0]["seeds"][0]["params"]
+    assert params["tunable"] == 2 * params["oracle"] == params["dni"] == params["blend"]  # p = 2 copies
+    assert params["oracle"] < params["adafm"] < params["film"] < params["dynamic"]
+    # --report re-renders without training, and fills a README's marked block (only that block)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- fidelity:start -->\nold\n<!-- fidelity:end -->\noutro\n")
+    (tmp_path / "fidelity.md").unlink()
+    proc = run("--report", str(tmp_path / "results.json"), "--readme", str(readme))
+    assert proc.returncode == 0, proc.stderr
+    body = readme.read_text()
+    assert body.startswith("intro\n<!-- fidelity:start -->\n**grain**") and body.endswith("<!-- fidelity:end -->\noutro\n")
+    assert "old" not in body and "| tunable (" in body
+    assert (tmp_path / "fidelity.md").read_text() in body
+    assert (tmp_path / "docs" / "fidelity.png").is_file()
     assert (tmp_path / "fidelity.png").stat().st_size > 10_000
 
 

@@ -4,6 +4,10 @@
     tm = tunify(model, ["fidelity", "perception"])     # p = 2 objectives
     y = tm(x, lam=[0.3, 0.7])                          # or lam of shape (B, 2): one per sample
     plain = bake(tm, [0.3, 0.7])                       # an ordinary model at that λ
+    result = sweep(tm, "photos/", degradation=[...])   # metrics, plots and an image grid across λ
+
+Subpackages: ``tunify.training`` (recipes, fit), ``tunify.evaluation`` (sweeps),
+``tunify.baselines`` (DNI, output blending, FiLM, AdaFM, Dynamic-Net), ``tunify.publishing``.
 """
 from .lam import LamSpace
 from .layers import (
@@ -27,6 +31,7 @@ from .surgery import (
 __version__ = "0.1.0"
 
 from .publishing import from_pretrained, from_zoo, list_zoo, push_to_hub, save_pretrained  # noqa: E402  (needs __version__)
+from .evaluation import SweepResult, sweep  # noqa: E402
 
 __all__ = [
     "tunify",
@@ -48,5 +53,7 @@ __all__ = [
     "from_zoo",
     "list_zoo",
     "push_to_hub",
+    "sweep",
+    "SweepResult",
     "__version__",
 ]
