@@ -96,8 +96,10 @@ def test_p2_sweep_matches_an_independent_run_and_writes_every_file(images48, tmp
     for name in ("sweep_metrics.png", "perception_distortion.png"):
         with Image.open(out / name) as im:
             assert im.width > 300 and im.height > 200
-    with Image.open(out / "grid.png") as im:  # input | 11 outputs | clean, 4-px gaps; one row per image
-        assert im.size == (13 * 48 + 12 * 4, 2 * 48 + 4)
+    with Image.open(out / "grid.png") as im:  # captions; input | 11 outputs | clean, 4-px gaps; a row per image
+        assert im.size == (13 * 48 + 12 * 4, 16 + 2 * 48 + 4)
+        strip = np.asarray(im.convert("L"))[:16]
+        assert strip.min() < 100 and (strip[:, :40] < 100).any()  # the captions are written, "input" first
 
 
 @pytest.mark.parametrize("p, space, rows", [(3, "simplex", 6), (2, "box", 9)])

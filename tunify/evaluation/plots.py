@@ -252,9 +252,11 @@ def plot_perception_distortion(result: "SweepResult", path: Union[str, Path]) ->
     return path
 
 
-def image_grid(tiles: Sequence[Sequence[Tensor]], gap: int = 4, fill: float = 1.0) -> Tensor:
+def image_grid(tiles: Sequence[Sequence[Tensor]], gap: int = 4, fill: float = 1.0,
+               labels: Optional[Sequence[str]] = None) -> Tensor:
     """Rows of (3, h, w) tiles → one (3, H, W) image: each tile padded (bottom/right, with
-    ``fill``) to the largest tile, ``gap`` px of ``fill`` between tiles and rows."""
+    ``fill``) to the largest tile, ``gap`` px of ``fill`` between tiles and rows. ``labels``:
+    one caption per column, written (PIL's default font) in a strip above the first row."""
     if not tiles or not all(len(r) for r in tiles):
         raise ValueError("image_grid needs at least one non-empty row of tiles")
     th = max(t.shape[-2] for r in tiles for t in r)
@@ -267,4 +269,18 @@ def image_grid(tiles: Sequence[Sequence[Tensor]], gap: int = 4, fill: float = 1.
         for j, tile in enumerate(row):
             y, x = i * (th + gap), j * (tw + gap)
             canvas[:, y : y + tile.shape[-2], x : x + tile.shape[-1]] = tile.float().cpu()
+    if labels:
+        canvas = torch.cat([_caption_strip(labels, width, tw + gap), canvas], dim=1)
     return canvas
+
+
+def _caption_strip(labels: Sequence[str], width: int, pitch: int, height: int = 16) -> Tensor:
+    """A white (3, height, width) strip with ``labels[j]`` at the left of column j."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(strip)
+    for j, text in enumerate(labels):
+        draw.text((j * pitch + 2, 2), str(text), fill="black")
+    return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1).float() / 255

@@ -174,7 +174,8 @@ class SweepResult:
         files["metrics_plot"] = plots.plot_metrics(self, out / "sweep_metrics.png")
         files["pd_plot"] = plots.plot_perception_distortion(self, out / "perception_distortion.png")
         if self.tiles:
-            save_image(plots.image_grid(self.tiles), out / "grid.png")
+            captions = ["input", *(lam_text(self.rows[i]["lam"]) for i in self.grid_columns), "clean"]
+            save_image(plots.image_grid(self.tiles, labels=captions), out / "grid.png")
             files["grid"] = out / "grid.png"
         files["md"] = out / "sweep.md"
         self.files = files
