@@ -84,6 +84,35 @@ def test_publish_run_card_has_the_measured_numbers(published):
     assert torch.equal(tm(x, lam=[0.4, 0.6]), run.model.eval()(x, lam=[0.4, 0.6]))  # EMA weights published
 
 
+def test_a_training_run_folder_resolves_like_its_published_copy(published, tmp_path, capsys):
+    from tunify.cli import main
+    from tunify.publishing import is_run_dir, load_run, resolve_model
+
+    run, folder, root = published
+    assert is_run_dir(root / "run") and not is_run_dir(folder)
+    from_run, where = resolve_model(root / "run")
+    from_pub, _ = resolve_model(folder)
+    assert where == root / "run" and from_run.card["step"] == run.fit.step
+    x = torch.rand(2, 3, 16, 16)
+    for lam in ([1.0, 0.0], [0.3, 0.7]):  # EMA weights in both, bit for bit
+        assert torch.equal(from_run(x, lam=lam), from_pub(x, lam=lam))
+    # an unfinished run: publishing refuses it, sweeping (resolve_model) takes its latest checkpoint
+    unfinished = copy.deepcopy(TINY)
+    unfinished["output"]["dir"] = str(tmp_path / "half")
+    run_recipe(parse_recipe(unfinished), stop_after=1, log=lambda s: None)
+    with pytest.raises(ValueError, match="finish the run"):
+        load_run(tmp_path / "half")
+    assert resolve_model(tmp_path / "half")[0].card["step"] == 1
+    images = tmp_path / "images"
+    images.mkdir()
+    from tunify.data import load_images, save_image
+    save_image(load_images("skimage:coffee", max_size=48)[0], images / "coffee.png")
+    rc = main(["sweep", str(root / "run"), "--images", str(images), "--points", "3", "--metrics", "psnr,loss",
+               "--out", str(tmp_path / "sweep"), "--no-progress"])
+    assert rc == 0 and (tmp_path / "sweep" / "sweep.csv").read_text().count("\n") == 4
+    assert "loss_" in (tmp_path / "sweep" / "sweep.csv").read_text().splitlines()[0]  # objectives from the run's recipe
+
+
 def test_zoo_index_sha256_and_cli(published, tmp_path, capsys):
     _, folder, root = published
     zoo = tmp_path / "repo" / "zoo"

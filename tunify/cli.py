@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=7860)
     demo.set_defaults(func=_demo)
     sw = sub.add_parser("sweep", help="measure and picture what λ does: metrics per λ, plots, an image grid")
-    sw.add_argument("model", help="zoo name, published folder or hub id")
+    sw.add_argument("model", help="zoo name, published folder, a training run's folder (its latest checkpoint) or hub id")
     sw.add_argument("--images", required=True,
                     help="folder of clean images (or with lq/ and gt/ subfolders), a file, or skimage:name1,name2")
     sw.add_argument("--out", default=None, help="output folder (default runs/sweep-<name>)")

@@ -15,24 +15,31 @@ from ..training import build_model, latest_checkpoint, load_checkpoint, parse_re
 from ..training.validate import lam_sweep
 from .pretrained import save_pretrained
 
-__all__ = ["publish_run", "verify_card"]
+__all__ = ["publish_run", "verify_card", "load_run", "is_run_dir"]
 
 
-def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[str] = None) -> Path:
-    """Publish the final checkpoint of a ``tunify train`` run (its EMA weights when the run
-    kept an EMA) with the run's recipe, λ sweep and image strip."""
+def is_run_dir(folder: Union[str, Path]) -> bool:
+    """Whether ``folder`` is a ``tunify train`` output (recipe.yaml and checkpoints/), not a
+    published folder (config.json)."""
+    folder = Path(folder)
+    return (folder / "recipe.yaml").is_file() and (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file()
+
+
+def load_run(run_dir: Union[str, Path], finished: bool = True) -> TunableModel:
+    """The tunable model of a training run's latest checkpoint (its EMA weights when the run
+    kept an EMA). ``finished``: refuse a checkpoint short of the recipe's last step.
+    ``tm.card`` holds the recipe's name and the checkpoint's step."""
     run_dir = Path(run_dir)
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: it has no recipe.yaml")
     recipe = parse_recipe(yaml.safe_load(recipe_file.read_text()), where=str(recipe_file))
-    ckpt = latest_checkpoint(run_dir / "checkpoints")
+    ckpt = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else None
     if ckpt is None:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint to publish")
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint")
     step, state, trainer_state = load_checkpoint(ckpt)
-    if step < recipe.optim.steps:
+    if finished and step < recipe.optim.steps:
         raise ValueError(f"{ckpt} is at step {step} of {recipe.optim.steps}: finish the run (tunify train ... --resume) first")
-    # The published network is rebuilt from the recipe; its weights all come from the checkpoint.
     spec = dataclasses.replace(recipe.model, weights=None)
     tm = tunify_from_recipe(build_model(spec), recipe)
     tm.model.load_state_dict({k[len("model."):]: v for k, v in state.items()} if all(k.startswith("model.") for k in state) else state)
@@ -41,6 +48,18 @@ def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[
         with torch.no_grad():
             for key, value in trainer_state["ema"].items():
                 params[key].copy_(value)
+    tm.eval()
+    tm.card = {"name": recipe.name, "step": step, "recipe": str(recipe_file)}
+    tm.recipe = recipe
+    return tm
+
+
+def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[str] = None) -> Path:
+    """Publish the final checkpoint of a ``tunify train`` run (its EMA weights when the run
+    kept an EMA) with the run's recipe, λ sweep and image strip."""
+    run_dir = Path(run_dir)
+    tm = load_run(run_dir)
+    recipe = tm.recipe
     metrics = None
     if (run_dir / "sweep.json").is_file():
         sweep = json.loads((run_dir / "sweep.json").read_text())

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..surgery import TunableModel
 from .pretrained import WEIGHTS_NAME, _resolve, from_pretrained, sha256_file
+from .publish import is_run_dir, load_run
 
 __all__ = ["ZOO_DIR", "zoo_index", "list_zoo", "zoo_entry", "from_zoo", "add_to_zoo", "resolve_model"]
 
@@ -64,15 +65,16 @@ def from_zoo(name: str, index: Optional[Union[str, Path]] = None) -> TunableMode
 def resolve_model(source: Union[str, Path], index: Optional[Union[str, Path]] = None) -> Tuple[TunableModel, Optional[Path]]:
     """A tunable model from what a user typed, and the folder it came from.
 
-    ``source``: a published folder (:func:`from_pretrained`), a zoo name (:func:`from_zoo`,
-    sha256-checked), or else a hub id ``owner/name`` (fetched or read from the hub cache).
+    ``source``: a published folder (:func:`from_pretrained`), a ``tunify train`` output folder
+    (its latest checkpoint, finished or not), a zoo name (:func:`from_zoo`, sha256-checked), or
+    else a hub id ``owner/name`` (fetched or read from the hub cache).
     Returns ``(tm, folder)``; the folder holds config.json and, when published from a run,
     the recipe.yaml that trained the model. Errors name the problem (a zoo typo gets a
     did-you-mean).
     """
     path = Path(source).expanduser()
     if path.is_dir():
-        return from_pretrained(path), path
+        return (load_run(path, finished=False) if is_run_dir(path) else from_pretrained(path)), path
     text = str(source)
     if text in list_zoo(index):
         return from_zoo(text, index), _zoo_folder(zoo_entry(text, index), index)
