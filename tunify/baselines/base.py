@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..lam import LamLike, LamSpace
+from ..surgery import objective_names
 
 __all__ = ["ControlledModel", "HookedModel", "feature_convs", "lam_rows", "site_key"]
 
@@ -51,7 +52,7 @@ class ControlledModel(nn.Module):
 
     def __init__(self, objectives: Union[int, Sequence[str]]) -> None:
         super().__init__()
-        names = tuple(f"objective_{i}" for i in range(objectives)) if isinstance(objectives, int) else tuple(objectives)
+        names = objective_names(objectives)
         self.lam_space = LamSpace("simplex", len(names), names)
 
     @property

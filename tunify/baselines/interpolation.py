@@ -20,9 +20,8 @@ from .base import ControlledModel, lam_rows
 __all__ = ["DNI", "OutputBlend", "interpolate_state"]
 
 
-def _check_nets(nets: Sequence[nn.Module], objectives) -> nn.ModuleList:
+def _check_nets(nets: Sequence[nn.Module], p: int) -> nn.ModuleList:
     nets = nn.ModuleList(nets)
-    p = objectives if isinstance(objectives, int) else len(objectives)
     if len(nets) != p:
         raise ValueError(f"pass one network per objective: got {len(nets)} networks for p={p}")
     return nets
@@ -52,7 +51,7 @@ class DNI(ControlledModel):
 
     def __init__(self, nets: Sequence[nn.Module], objectives: Union[int, Sequence[str]] = 2) -> None:
         super().__init__(objectives)
-        self.nets = _check_nets(nets, objectives)
+        self.nets = _check_nets(nets, self.p)
 
     def run(self, x: Tensor, lam: Tensor) -> Tensor:
         if lam.dim() == 1:
@@ -85,7 +84,7 @@ class OutputBlend(ControlledModel):
 
     def __init__(self, nets: Sequence[nn.Module], objectives: Union[int, Sequence[str]] = 2) -> None:
         super().__init__(objectives)
-        self.nets = _check_nets(nets, objectives)
+        self.nets = _check_nets(nets, self.p)
 
     def run(self, x: Tensor, lam: Tensor) -> Tensor:
         rows = lam_rows(lam, x.shape[0])

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import HookedModel
@@ -26,8 +25,15 @@ from .base import HookedModel
 __all__ = ["FiLM", "AdaFM", "DynamicNet"]
 
 
-def _col(v: Tensor) -> Tensor:
-    return v.view(-1, 1, 1, 1)
+def _weighted_branches(h: Tensor, lam: Tensor, branches: Sequence[nn.ModuleDict], key: str, delta) -> Tensor:
+    """h + Σ_{i≥1} λ_i · delta(branch_i[key], h) for h (B, C, H, W), λ (B, p); a branch whose
+    λ_i is zero for the whole batch is not run."""
+    out = h
+    for i, modules in enumerate(branches, start=1):
+        t = lam[:, i]
+        if (t != 0).any():
+            out = out + t.view(-1, 1, 1, 1).to(h.dtype) * delta(modules[key], h)
+    return out
 
 
 class FiLM(HookedModel):
@@ -80,12 +86,7 @@ class AdaFM(HookedModel):
             self.filters.append(convs)
 
     def modulate(self, key: str, h: Tensor, lam: Tensor) -> Tensor:
-        out = h
-        for i, convs in enumerate(self.filters, start=1):
-            t = lam[:, i]
-            if (t != 0).any():
-                out = out + _col(t).to(h.dtype) * (convs[key](h) - h)
-        return out
+        return _weighted_branches(h, lam, self.filters, key, lambda conv, x: conv(x) - x)
 
 
 class DynamicNet(HookedModel):
@@ -107,9 +108,4 @@ class DynamicNet(HookedModel):
             self.blocks.append(blocks)
 
     def modulate(self, key: str, h: Tensor, lam: Tensor) -> Tensor:
-        out = h
-        for i, blocks in enumerate(self.blocks, start=1):
-            t = lam[:, i]
-            if (t != 0).any():
-                out = out + _col(t).to(h.dtype) * blocks[key](h)
-        return out
+        return _weighted_branches(h, lam, self.blocks, key, lambda block, x: block(x))

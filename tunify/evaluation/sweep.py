@@ -100,18 +100,14 @@ def recipe_settings(folder: Optional[Union[str, Path]]) -> Dict[str, Any]:
     """
     if folder is None or not (Path(folder) / "recipe.yaml").is_file():
         return {}
-    from ..objectives import ObjectiveSet, ParametricLoss
-    from ..training.recipe import parse_recipe
-    from ..training.schema import load_yaml_text
+    from ..training import load_recipe, parametric_loss
 
-    path = Path(folder) / "recipe.yaml"
-    recipe = parse_recipe(load_yaml_text(path.read_text()), where=str(path))
+    recipe = load_recipe(Path(folder) / "recipe.yaml")
     spec = recipe.data.val or recipe.data.train
     out: Dict[str, Any] = {"degradation": spec.get("degradation") if spec.get("type") == "degraded" else None,
                            "loss": None, "loss_reason": None}
     try:
-        objectives = ObjectiveSet.from_specs(recipe.objectives)
-        out["loss"] = ParametricLoss(objectives, recipe.loss.mode, recipe.loss.base, recipe.loss.losses)
+        out["loss"] = parametric_loss(recipe)
     except Exception as exc:  # e.g. a perceptual loss whose weights are not at hand
         out["loss_reason"] = f"objective losses skipped: the recipe's objectives could not be built ({exc})"
     return out

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
-import yaml
 
 from ..data import build_dataset
 from ..surgery import TunableModel
-from ..training import build_model, latest_checkpoint, load_checkpoint, parse_recipe, tunify_from_recipe
+from ..training import build_model, latest_checkpoint, load_checkpoint, load_recipe, tunify_from_recipe
 from ..training.validate import lam_sweep
 from .pretrained import save_pretrained
 
@@ -33,7 +32,7 @@ def load_run(run_dir: Union[str, Path], finished: bool = True) -> TunableModel:
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: it has no recipe.yaml")
-    recipe = parse_recipe(yaml.safe_load(recipe_file.read_text()), where=str(recipe_file))
+    recipe = load_recipe(recipe_file)
     ckpt = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else None
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint")
@@ -75,7 +74,7 @@ def verify_card(tm: TunableModel, folder: Union[str, Path]) -> List[Dict[str, An
     metrics = (getattr(tm, "card", None) or {}).get("metrics")
     if not metrics or not (folder / "recipe.yaml").is_file():
         raise ValueError(f"{folder} has no measured sweep or recipe to verify against")
-    recipe = parse_recipe(yaml.safe_load((folder / "recipe.yaml").read_text()))
+    recipe = load_recipe(folder / "recipe.yaml")
     val = build_dataset(recipe.data.val or recipe.data.train)
     batch = val.fixed_batch(recipe.data.val_images, recipe.data.val_patch, seed=recipe.seed)
     lams = torch.tensor([r["lam"] for r in metrics["rows"]], dtype=torch.float32)

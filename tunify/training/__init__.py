@@ -3,10 +3,10 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .recipe import Recipe, load_recipe, parse_recipe
 from .run import RunResult, build_model, run_recipe, tunify_from_recipe, write_sweep
 from .samplers import LamSampler, build_sampler
-from .trainer import FitResult, NonFiniteLossError, fit
+from .trainer import FitResult, NonFiniteLossError, fit, parametric_loss
 
 __all__ = [
     "Recipe", "load_recipe", "parse_recipe", "LamSampler", "build_sampler", "fit", "FitResult",
-    "NonFiniteLossError", "run_recipe", "RunResult", "build_model", "tunify_from_recipe", "write_sweep",
+    "NonFiniteLossError", "parametric_loss", "run_recipe", "RunResult", "build_model", "tunify_from_recipe", "write_sweep",
     "save_checkpoint", "load_checkpoint", "latest_checkpoint",
 ]

@@ -29,7 +29,7 @@ from .recipe import OptimSpec, Recipe
 from .samplers import build_sampler
 from .validate import lam_sweep
 
-__all__ = ["fit", "FitResult", "NonFiniteLossError", "lr_factor", "distributed"]
+__all__ = ["fit", "FitResult", "NonFiniteLossError", "lr_factor", "distributed", "parametric_loss"]
 
 TUNABLE_SUFFIXES = (".weights", ".biases", ".original")
 
@@ -48,6 +48,12 @@ class FitResult:
     seconds: float = 0.0
     sec_per_step: float = 0.0
     val_batch: Dict[str, Any] = field(default_factory=dict)  # the fixed validation batch the sweeps use
+
+
+def parametric_loss(recipe: Recipe) -> ParametricLoss:
+    """The recipe's parametric multi-loss L(λ): its objectives under its ``loss`` section."""
+    return ParametricLoss(ObjectiveSet.from_specs(recipe.objectives), recipe.loss.mode, recipe.loss.base,
+                          recipe.loss.losses)
 
 
 def distributed() -> tuple:
@@ -104,8 +110,8 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
         raise FileExistsError(f"{out} already holds checkpoints of a run ({existing.name}): pass --resume to continue "
                               "it, or choose another output dir (--set output.dir=...)")
     opt_spec = recipe.optim
-    objectives = ObjectiveSet.from_specs(recipe.objectives).to(device)
-    ploss = ParametricLoss(objectives, recipe.loss.mode, recipe.loss.base, recipe.loss.losses).to(device)
+    ploss = parametric_loss(recipe).to(device)
+    objectives = ploss.objectives
     space = getattr(model, "lam_space", None) or LamSpace("simplex", objectives.p, objectives.names)
     if tunable and space.p != objectives.p:
         raise ValueError(f"the model has p={space.p} objectives {space.names} but the recipe lists {objectives.p}")
