@@ -10,7 +10,7 @@ pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
 # takes both from local disk. Never ask for a torch newer than 2.14.1 here.
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip install "torch==2.14.1" "torchvision==0.29.1"
 pip install "setuptools>=77" wheel cython
-pip install --no-build-isolation -e ".[basicsr,test,export,browser,eval]"
+pip install --no-build-isolation -e ".[basicsr,test,export,browser,eval,realesrgan,spandrel]"
 # basicsr 1.4.2 fails to import on current torchvision; the fork basicsr-fixed is the same
 # package fixed. Without build isolation it takes 3 s (with it, pip builds a second torch).
 .venv/bin/python -c "import basicsr" 2>/dev/null || pip install --no-build-isolation --no-deps "basicsr-fixed==1.4.2"
