@@ -1,7 +1,8 @@
 """Architectures by registry name: ``create_model("nafnet", width=16)``.
 
-Own definitions (NAFNet, U-Net) live here; SwinIR, EDSR and RRDBNet come from basicsr when
-it is installed; any timm model is ``"timm:<name>"`` (created without pretrained weights).
+Own definitions (NAFNet, U-Net) live here; SwinIR, EDSR, RRDBNet and SRVGGNetCompact come
+from basicsr when it is installed; Real-ESRGAN's released networks are named in
+:mod:`.realesrgan`; any timm model is ``"timm:<name>"`` (created without pretrained weights).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 from .._text import did_you_mean
 from .dncnn import DnCNN
 from .nafnet import NAFNet
+from .realesrgan import REALESRGAN_ARCHS
 from .stylenet import StyleNet
 from .unet import UNet
 
@@ -51,6 +53,9 @@ ARCHS: Dict[str, Callable[..., nn.Module]] = {
     ),
     "edsr": _basicsr("edsr_arch", "EDSR", num_in_ch=3, num_out_ch=3),
     "rrdbnet": _basicsr("rrdbnet_arch", "RRDBNet", num_in_ch=3, num_out_ch=3),
+    "srvgg-compact": _basicsr("srvgg_arch", "SRVGGNetCompact"),
+    # Real-ESRGAN's released networks (official weights: ``weights: ncnn:<stem>`` offline, or the .pth URLs)
+    **REALESRGAN_ARCHS,
 }
 
 

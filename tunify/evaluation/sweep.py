@@ -100,14 +100,16 @@ def recipe_settings(folder: Optional[Union[str, Path]]) -> Dict[str, Any]:
     """
     if folder is None or not (Path(folder) / "recipe.yaml").is_file():
         return {}
-    from ..training import load_recipe, parametric_loss
+    from ..training import build_model, load_recipe, parametric_loss
 
     recipe = load_recipe(Path(folder) / "recipe.yaml")
     spec = recipe.data.val or recipe.data.train
     out: Dict[str, Any] = {"degradation": spec.get("degradation") if spec.get("type") == "degraded" else None,
                            "loss": None, "loss_reason": None}
     try:
-        out["loss"] = parametric_loss(recipe)
+        uses_original = any(o.target == "original" for o in recipe.objectives) or recipe.loss.base == "original"
+        # "original" targets: the pretrained network, rebuilt from the recipe's weights (offline sources work)
+        out["loss"] = parametric_loss(recipe, build_model(recipe.model) if uses_original else None)
     except Exception as exc:  # e.g. a perceptual loss whose weights are not at hand
         out["loss_reason"] = f"objective losses skipped: the recipe's objectives could not be built ({exc})"
     return out

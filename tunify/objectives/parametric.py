@@ -2,6 +2,8 @@
 
 An **objective** is a weighted sum of losses plus the **target** it pulls the output to. A
 target is ``"clean"`` (the clean image), ``"input"`` (the degraded input: "keep the grain"),
+``"original"`` (the frozen pretrained network's own output on the input: "keep the
+original's look", computed once per batch by :meth:`ParametricLoss.set_reference`'s network),
 any other batch entry by name (``"stage0"``: the clean image after the first degradation
 step), a linear combination ``{sum: {gt: 1, lq: 1, stage0: -1}}``, a fixed image
 ``{image: "skimage:chelsea"}`` (a style), or a degradation of its own applied to the clean
@@ -25,10 +27,32 @@ from torch import Tensor, nn
 from .base import Loss
 from .registry import build_loss
 
-__all__ = ["Target", "Objective", "ObjectiveSet", "ParametricLoss", "MODES"]
+__all__ = ["Target", "Objective", "ObjectiveSet", "ParametricLoss", "ReferenceOutput", "MODES", "ORIGINAL"]
 
 MODES = ("sum", "targets")
+ORIGINAL = "original"   # batch entry (and target name) of the frozen pretrained network's output
 _ALIASES = {"clean": "gt", "input": "lq"}
+
+
+class ReferenceOutput(nn.Module):
+    """The network before tunify, frozen: ``forward(lq (B,C,h,w)) -> (B,C,H,W)`` under no_grad,
+    in eval mode, in fp32 (outside any autocast), ``chunk`` images at a time. A deep copy, so
+    training the original afterwards cannot move the target."""
+
+    def __init__(self, model: nn.Module, chunk: int = 8):
+        super().__init__()
+        import copy
+
+        self.net = copy.deepcopy(model).eval().requires_grad_(False)
+        self.chunk = chunk
+
+    def train(self, mode: bool = True) -> "ReferenceOutput":
+        return super().train(False)  # never leaves eval mode (dropout, norms stay as at inference)
+
+    @torch.no_grad()
+    def forward(self, lq: Tensor) -> Tensor:
+        with torch.autocast(lq.device.type, enabled=False):
+            return torch.cat([self.net(lq[i : i + self.chunk].float()) for i in range(0, lq.shape[0], self.chunk)])
 
 
 class Target:
@@ -58,6 +82,10 @@ class Target:
         gt = batch["gt"]
         if isinstance(self.spec, str):
             key = _ALIASES.get(self.spec, self.spec)
+            if key == ORIGINAL and key not in batch:
+                raise ValueError(f"{self.where}: target 'original' is the pretrained network's own output, and the loss "
+                                 "has no network to compute it: call ParametricLoss.set_reference(model) with the model "
+                                 "before tunify (run_recipe and fit(..., reference=model) do it)")
             if key not in batch:
                 hint = " (set keep_stages: true in the data spec for degradation stages)" if key.startswith("stage") else ""
                 raise ValueError(f"{self.where}: target {self.spec!r} is not in the batch{hint}; "
@@ -167,10 +195,41 @@ class ParametricLoss(nn.Module):
             if empty:
                 raise ValueError(f"objectives {empty} have no losses (needed in loss mode 'sum')")
         self.base = Target(base, "loss.base")
+        self.reference: Optional[ReferenceOutput] = None
+
+    def _targets(self) -> List[Target]:
+        out = [self.base]
+        for o in self.objectives.objectives:
+            out += [o.target, *[t for t in o.loss_targets if t is not None]]
+        stack = list(out)
+        while stack:  # {sum: ...} targets hold parts
+            t = stack.pop()
+            for part, _ in getattr(t, "parts", []):
+                out.append(part)
+                stack.append(part)
+        return out
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether some target is the pretrained network's output ("original")."""
+        used = [t for t in self._targets() if t.spec == ORIGINAL]
+        return bool(used) and (self.mode == "targets" or any(t is not self.base for t in used))
+
+    def set_reference(self, model: Optional[nn.Module]) -> "ParametricLoss":
+        """The frozen network whose output is the "original" target (a copy is kept)."""
+        self.reference = None if model is None else ReferenceOutput(model)
+        return self
+
+    def prepare(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Fill ``batch["original"]`` once per batch when a target needs it."""
+        if ORIGINAL not in batch and self.reference is not None and self.needs_reference:
+            batch[ORIGINAL] = self.reference(batch["lq"])
+        return batch
 
     def forward(self, pred: Tensor, batch: Dict[str, Tensor], lam: Tensor,
                 generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
         objs = self.objectives.objectives
+        self.prepare(batch)
         lam = lam.to(pred.dtype)
         if lam.dim() == 1:
             lam = lam.expand(pred.shape[0], -1)

@@ -40,18 +40,21 @@ class TunifySpec:
     mode: Literal["auto", "fx", "module"] = "auto"
 
 
+TARGET_NAMES = ("clean", "input", "original")  # original: the pretrained network's own output
+
+
 @dataclass
 class ObjectiveSpec:
     name: str
     losses: List[Dict[str, Any]] = field(default_factory=list)  # {type: L1Loss, loss_weight: 1.0}; may be empty in loss mode 'targets'
-    target: Any = "clean"                      # "clean" | "input" | degradation spec(s) applied to the clean image
+    target: Any = "clean"                      # "clean" | "input" | "original" | degradation spec(s) of the clean image
     description: str = ""                      # what this λ corner means, for people
 
     def validate(self, where: str) -> None:
-        if isinstance(self.target, str) and self.target not in ("clean", "input") and not self.target.startswith("stage"):
+        if isinstance(self.target, str) and self.target not in TARGET_NAMES and not self.target.startswith("stage"):
             raise ValueError(
-                f"{where}.target: {self.target!r} is not 'clean', 'input', a stage or a target spec"
-                f".{did_you_mean(self.target, ['clean', 'input'])}"
+                f"{where}.target: {self.target!r} is not 'clean', 'input', 'original', a stage or a target spec"
+                f".{did_you_mean(self.target, TARGET_NAMES)}"
             )
 
 

@@ -125,7 +125,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, stop_after: Optional[int
     tm = tunify_from_recipe(model, recipe)
     if rank == 0:
         log(tm.tunify_report.summary())
-    result = fit(tm, recipe, resume=resume, stop_after=stop_after, log=log)
+    result = fit(tm, recipe, resume=resume, stop_after=stop_after, log=log, reference=model)
     run = RunResult(out, tm, result)
     if rank == 0 and result.step == recipe.optim.steps:
         sweep = write_sweep(tm, result.val_batch, out, recipe.validation.lam_points)

@@ -50,10 +50,15 @@ class FitResult:
     val_batch: Dict[str, Any] = field(default_factory=dict)  # the fixed validation batch the sweeps use
 
 
-def parametric_loss(recipe: Recipe) -> ParametricLoss:
-    """The recipe's parametric multi-loss L(λ): its objectives under its ``loss`` section."""
-    return ParametricLoss(ObjectiveSet.from_specs(recipe.objectives), recipe.loss.mode, recipe.loss.base,
-                          recipe.loss.losses)
+def parametric_loss(recipe: Recipe, reference: Optional[nn.Module] = None) -> ParametricLoss:
+    """The recipe's parametric multi-loss L(λ): its objectives under its ``loss`` section.
+    ``reference``: the network before tunify, whose output is the "original" target."""
+    ploss = ParametricLoss(ObjectiveSet.from_specs(recipe.objectives), recipe.loss.mode, recipe.loss.base,
+                           recipe.loss.losses)
+    if ploss.needs_reference and reference is None:
+        raise ValueError("the recipe's target 'original' (the pretrained network's own output) needs that network: "
+                         "pass reference=model (the model before tunify); `tunify train` does it")
+    return ploss.set_reference(reference if ploss.needs_reference else None)
 
 
 def distributed() -> tuple:
@@ -95,10 +100,12 @@ def _autocast(amp: str, device: torch.device):
 
 
 def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: Optional[int] = None,
-        out_dir: Optional[Path] = None, tunable: bool = True, log: Callable[[str], None] = print) -> FitResult:
+        out_dir: Optional[Path] = None, tunable: bool = True, log: Callable[[str], None] = print,
+        reference: Optional[nn.Module] = None) -> FitResult:
     """Fine-tune ``model`` (a TunableModel, or a plain model with ``tunable=False`` and one
     objective) as ``recipe`` says. Writes metrics.csv, val.csv and checkpoints under the
-    output dir. ``stop_after`` ends this call after that many steps (the run can be resumed)."""
+    output dir. ``stop_after`` ends this call after that many steps (the run can be resumed).
+    ``reference``: the frozen network before tunify, for "original" targets."""
     rank, world, local_rank = distributed()
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     out = Path(out_dir or recipe.output_dir())
@@ -110,7 +117,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
         raise FileExistsError(f"{out} already holds checkpoints of a run ({existing.name}): pass --resume to continue "
                               "it, or choose another output dir (--set output.dir=...)")
     opt_spec = recipe.optim
-    ploss = parametric_loss(recipe).to(device)
+    ploss = parametric_loss(recipe, reference).to(device)
     objectives = ploss.objectives
     space = getattr(model, "lam_space", None) or LamSpace("simplex", objectives.p, objectives.names)
     if tunable and space.p != objectives.p:

@@ -20,6 +20,8 @@ def lam_sweep(model: nn.Module, batch: Dict[str, Tensor], lams: Tensor, loss: Op
     was_training = model.training
     model.eval()
     rows = []
+    if loss is not None and hasattr(loss, "prepare"):
+        loss.prepare(batch)  # the "original" target once for the whole sweep
     lq, gt = batch["lq"], batch["gt"]
     for lam in lams:
         preds = torch.cat([model(lq[i : i + chunk], lam=lam) for i in range(0, lq.shape[0], chunk)])
