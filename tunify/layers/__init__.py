@@ -1,5 +1,6 @@
 """Tunable layers: K stacked kernels mixed per call. They know nothing of training or graphs."""
 from .base import TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, split_by_rows, stack_kernels
+from .cache import cached_mix, clear_kernel_cache, kernel_cache_size
 from .conv import TunableConv2d, TunableConvTranspose2d
 from .linear import TunableLinear
 from .module_layer import TunableModuleLayer
@@ -21,6 +22,9 @@ __all__ = [
     "split_by_rows",
     "stack_kernels",
     "broadcastable",
+    "cached_mix",
+    "clear_kernel_cache",
+    "kernel_cache_size",
     "tunable_conv2d",
     "tunable_linear",
 ]

@@ -138,6 +138,20 @@ class TunableLayer(nn.Module):
 
     num_kernels: int
 
+    # .to()/.half()/.cuda() and load_state_dict reach every tunable layer: drop cached
+    # mixtures (cache.py) rather than trust storage addresses that a conversion may reuse.
+    def _apply(self, fn, recurse: bool = True):
+        from .cache import clear_kernel_cache
+
+        clear_kernel_cache()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        from .cache import clear_kernel_cache
+
+        clear_kernel_cache()
+        super()._load_from_state_dict(*args, **kwargs)
+
     def _coeffs(self, coeffs: Optional[Tensor]) -> Tensor:
         if coeffs is None:
             coeffs = current_coeffs(type(self).__name__)

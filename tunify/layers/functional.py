@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import expand_rows, mix
+from .cache import cached_mix
 from .conv import conv2d_per_sample
 from .linear import linear_per_sample
 
@@ -35,8 +36,8 @@ def tunable_conv2d(
     its own parameters.
     """
     if coeffs.dim() == 1:
-        b = mix(bias, coeffs) if bias_is_stack and bias is not None else bias
-        return F.conv2d(x, mix(weight, coeffs), b, stride, padding, dilation, groups)
+        b = cached_mix(bias, coeffs, mix) if bias_is_stack and bias is not None else bias
+        return F.conv2d(x, cached_mix(weight, coeffs, mix), b, stride, padding, dilation, groups)
     coeffs = expand_rows(coeffs, x.shape[0])
     b = None if bias is None else mix(bias, coeffs) if bias_is_stack else bias.expand(x.shape[0], -1)
     return conv2d_per_sample(x, coeffs, weight, b, stride, padding, dilation, groups)
@@ -45,7 +46,7 @@ def tunable_conv2d(
 def tunable_linear(x: Tensor, coeffs: Tensor, weight: Tensor, bias: Optional[Tensor] = None, bias_is_stack: bool = False) -> Tensor:
     """``F.linear`` whose weight is a stack (K, out, in); x (N, *, in), coeffs (K,) or (N, K)."""
     if coeffs.dim() == 1:
-        b = mix(bias, coeffs) if bias_is_stack and bias is not None else bias
-        return F.linear(x, mix(weight, coeffs), b)
+        b = cached_mix(bias, coeffs, mix) if bias_is_stack and bias is not None else bias
+        return F.linear(x, cached_mix(weight, coeffs, mix), b)
     b = None if bias is None else mix(bias, coeffs) if bias_is_stack else bias.expand(coeffs.shape[0], -1)
     return linear_per_sample(x, coeffs, weight, b)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import TunableLayer, current_coeffs, expand_rows, mix, split_by_rows, stack_kernels
+from .cache import cached_mix
 
 __all__ = ["TunableModuleLayer"]
 
@@ -59,7 +60,7 @@ class TunableModuleLayer(TunableLayer):
                 f"{what} tensor cannot hold one kernel per sample. Exclude the layer that owns "
                 "this read from `targets`, or call with one λ shared by the batch."
             )
-        return mix(stack, coeffs)
+        return cached_mix(stack, coeffs, mix)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -74,17 +75,20 @@ class TunableModuleLayer(TunableLayer):
     def forward(self, x: Tensor, *args: Any, coeffs: Optional[Tensor] = None, **kwargs: Any) -> Tensor:
         coeffs = self._coeffs(coeffs)
         if coeffs.dim() == 1:
-            return self._run(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
+            return self._forward_shared(x, *args, coeffs=coeffs, **kwargs)
         if self.custom_forward:
             # Unknown forward: exact by running each distinct λ row on the shared path.
             return split_by_rows(self._forward_shared, expand_rows(coeffs, x.shape[0]), (x, *args), kwargs)
         return self._run_per_sample(x, coeffs, *args, **kwargs)
 
     def _forward_shared(self, x: Tensor, *args: Any, coeffs: Tensor, **kwargs: Any) -> Tensor:
-        return self._run(x, mix(self.weights, coeffs), self._mixed_bias(coeffs), *args, **kwargs)
+        # Under no-grad the mixture is reused while λ and the kernels are unchanged (cache.py).
+        weight = cached_mix(self.weights, coeffs, mix)
+        return self._run(x, weight, self._mixed_bias(coeffs), *args, **kwargs)
 
     def _mixed_bias(self, coeffs: Tensor) -> Optional[Tensor]:
-        return None if self.biases is None else mix(self.biases, coeffs)
+        """biases mixed: coeffs (K,) → (out,) (cached like the weight); (B, K) → (B, out)."""
+        return None if self.biases is None else cached_mix(self.biases, coeffs, mix)
 
     def _run(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
         if not self.custom_forward:

@@ -14,6 +14,7 @@ from typing import Optional
 from torch import Tensor
 
 from .base import TunableLayer, current_coeffs, mix, stack_kernels
+from .cache import cached_mix
 
 __all__ = ["TunableParameter", "mix_parameter", "broadcastable"]
 
@@ -26,7 +27,7 @@ def broadcastable(shape: tuple) -> bool:
 def mix_parameter(stack: Tensor, coeffs: Tensor, per_sample: str) -> Tensor:
     """stack (K, *S); coeffs (K,) → (*S); coeffs (N, K) → (N, *S[1:]) when S[0] == 1."""
     if coeffs.dim() == 1:
-        return mix(stack, coeffs)
+        return cached_mix(stack, coeffs, mix)
     if per_sample != "broadcast":
         raise RuntimeError(
             "a weight-like tensor of shape "
