@@ -158,6 +158,9 @@ def test_api_errors_are_json_messages(demo, tmp_path):
             return err.code, json.loads(err.read())
 
     assert post("/api/run", b"{nope")[0] == 400
+    for body in (b"[1, 2]", b"3", b'"text"', b"null"):  # JSON, but not an object
+        status, reply = post("/api/run", body)
+        assert status == 400 and "JSON object" in reply["error"], body
     status, body = post("/api/run", json.dumps({"id": "gone", "lam": [0.5, 0.5]}).encode())
     assert status == 400 and "upload the image again" in body["error"]
     _png(tmp_path / "a.png")
@@ -177,3 +180,73 @@ def test_demo_app_latency_at_512(tmp_path):
     app.run(key, [0.5, 0.5])
     times = [app.run(key, [t, 1 - t])["ms"] for t in (0.0, 0.3, 0.7, 1.0)]
     assert max(times) < 5000
+
+
+def _sr_model():
+    torch.manual_seed(0)
+    tm = tunify(create_model("srvgg-compact", num_feat=8, num_conv=2, upscale=4), ["look", "fidelity"])
+    perturb(tm, seed=5, scale=0.5)
+    return tm.eval()
+
+
+def test_super_resolution_upload_is_cropped_to_the_limit_and_scaled(tmp_path):
+    tm = _sr_model()
+    app = DemoApp(tm, max_input_pixels=40 * 30)
+    assert app.info()["scale"] == 4 and app.info()["max_input_pixels"] == 1200
+    x = _png(tmp_path / "big.png", size=(100, 80))
+    up = app.upload((tmp_path / "big.png").read_bytes())
+    w, h = up["width"], up["height"]
+    assert w * h <= 1200 and w > h and "centre" in up["note"] and "100×80" in up["note"]
+    crop = x[:, (80 - h) // 2 : (80 - h) // 2 + h, (100 - w) // 2 : (100 - w) // 2 + w]
+    out = _decode(app.run(up["id"], [0.25, 0.75])["image"])
+    assert out.shape == (4 * h, 4 * w, 3)
+    assert np.abs(out.astype(int) - _expected(tm, crop, [0.25, 0.75]).astype(int)).max() <= 1
+    _png(tmp_path / "s.png", size=(20, 16))
+    small = app.upload((tmp_path / "s.png").read_bytes())
+    assert small["note"] is None and (small["width"], small["height"]) == (20, 16)
+    # the default limits: a ×4 model never makes more than MAX_OUTPUT_PIXELS per λ move
+    from tunify.demo.server import MAX_OUTPUT_PIXELS
+    assert DemoApp(tm).max_input_pixels * 16 <= MAX_OUTPUT_PIXELS
+
+
+def test_port_in_use_moves_to_the_next_free_port():
+    first, _ = serve(_model(), port=0, background=True)
+    try:
+        taken = first.server_address[1]
+        second, _ = serve(_model(), port=taken, background=True)
+        try:
+            assert second.server_address[1] != taken and taken < second.server_address[1] <= taken + 20
+        finally:
+            second.shutdown()
+            second.server_close()
+    finally:
+        first.shutdown()
+        first.server_close()
+
+
+def test_super_resolution_page_shows_both_at_the_output_size(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    tm = _sr_model()
+    server, _ = serve(tm, name="sr model", port=0, background=True)
+    try:
+        browser.get("http://%s:%d/" % server.server_address[:2])
+        _wait(browser, "return document.querySelectorAll('#controls input[type=range]').length === 1")
+        # before an upload: no empty image frames, no download link, a hint of what to try
+        assert not browser.find_element(By.ID, "images").is_displayed()
+        assert "4× larger" in browser.find_element(By.ID, "status").text
+        x = _png(tmp_path / "lr.png", size=(40, 32))
+        browser.find_element(By.ID, "file").send_keys(str(tmp_path / "lr.png"))
+        _wait(browser, "return window.tunifyState.runs >= 1")
+        out = browser.find_element(By.ID, "output-img")
+        assert browser.execute_script("return arguments[0].naturalWidth", out) == 160
+        shown = browser.find_element(By.ID, "input-img")
+        assert "lowres" in shown.get_attribute("class") and "shown ×4" in browser.find_element(By.ID, "input-caption").text
+        assert abs(shown.size["width"] - out.size["width"]) <= 2  # side by side at one size
+        got = _decode(out.get_attribute("src"))
+        assert np.abs(got.astype(int) - _expected(tm, x, [0.5, 0.5]).astype(int)).max() <= 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "demo_sr_browser.png"))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -31,10 +31,12 @@ import torch
 
 from ..surgery import TunableModel
 
-__all__ = ["DemoApp", "serve", "MAX_PIXELS", "MAX_BYTES"]
+__all__ = ["DemoApp", "serve", "MAX_PIXELS", "MAX_BYTES", "MAX_OUTPUT_PIXELS", "TARGET_SECONDS"]
 
-MAX_PIXELS = 2048 * 2048
+MAX_PIXELS = 2048 * 2048          # what an upload may hold at all
 MAX_BYTES = 25 * 1024 * 1024
+MAX_OUTPUT_PIXELS = 1024 * 1024   # what one λ move may produce: a ×4 model runs on at most 256×256
+TARGET_SECONDS = 3.0              # and a λ move should take about this long at most on this machine
 
 
 class BadInput(ValueError):
@@ -73,25 +75,61 @@ def _encode_png(image: torch.Tensor) -> str:
 class DemoApp:
     """The demo's logic, separate from HTTP so it is testable and reusable."""
 
-    def __init__(self, tm: TunableModel, name: str = "tunable model", keep: int = 4):
+    def __init__(self, tm: TunableModel, name: str = "tunable model", keep: int = 4, max_input_pixels: Optional[int] = None):
         self.tm, self.name, self.keep = tm.eval(), name, keep
         self.inputs: "OrderedDict[str, torch.Tensor]" = OrderedDict()
         self.lock = threading.Lock()  # one forward at a time: the CPU is the bottleneck anyway
+        self.scale, self.max_input_pixels = self._probe(max_input_pixels)
+
+    def _probe(self, limit: Optional[int]) -> Tuple[int, int]:
+        """(output/input scale, the largest input in pixels): a super-resolution model makes
+        scale² more pixels per input pixel, so its inputs are capped by MAX_OUTPUT_PIXELS and
+        by the time a 64×64 forward takes here (each λ move should stay near TARGET_SECONDS)."""
+        x = torch.rand(1, 3, 64, 64)
+        lam = self.tm.validate_lam([1.0 / self.tm.p] * self.tm.p)  # the centre: valid on the simplex and in the box
+        with torch.no_grad():
+            self.tm(x[..., :16, :16], lam=lam)  # warm-up: first calls pay for allocation
+            start = time.perf_counter()
+            out = self.tm(x, lam=lam)
+            per_pixel = (time.perf_counter() - start) / x[0, 0].numel()
+        scale = max(1, round(out.shape[-1] / x.shape[-1]))
+        if limit is None:
+            limit = min(MAX_PIXELS, MAX_OUTPUT_PIXELS // scale ** 2, max(64 * 64, int(TARGET_SECONDS / per_pixel)))
+        return scale, limit
+
+    def _fit(self, image: torch.Tensor) -> Tuple[torch.Tensor, Optional[str]]:
+        """The image, or its centre crop when it holds more than max_input_pixels (the crop
+        keeps native pixels, so a super-resolution result shows real detail)."""
+        _, h, w = image.shape
+        if h * w <= self.max_input_pixels:
+            return image, None
+        side = self.max_input_pixels ** 0.5
+        ratio = (w / h) ** 0.5
+        cw, ch = min(w, int(side * ratio)), min(h, int(side / ratio))
+        while cw * ch > self.max_input_pixels:
+            cw, ch = cw - 1, ch - 1
+        y, x = (h - ch) // 2, (w - cw) // 2
+        note = (f"showing the centre {cw}×{ch} of your {w}×{h} image: the model makes {self.scale}× larger "
+                f"images and each λ move should take a few seconds" if self.scale > 1 else
+                f"showing the centre {cw}×{ch} of your {w}×{h} image, so each λ move takes a few seconds")
+        return image[:, y : y + ch, x : x + cw].contiguous(), note
 
     def info(self) -> Dict[str, Any]:
         card = getattr(self.tm, "card", None) or {}
         descriptions = {o["name"]: o.get("description", "") for o in card.get("objectives", [])}
-        return {"name": self.name, "lam_space": self.tm.lam_space.kind, "p": self.tm.p,
+        return {"name": self.name, "lam_space": self.tm.lam_space.kind, "p": self.tm.p, "scale": self.scale,
+                "max_input_pixels": self.max_input_pixels,
                 "objectives": [{"name": n, "description": descriptions.get(n, "")} for n in self.tm.objectives]}
 
     def upload(self, data: bytes) -> Dict[str, Any]:
-        image = _decode(data)
+        image, note = self._fit(_decode(data))
         key = uuid.uuid4().hex
         with self.lock:
             self.inputs[key] = image
             while len(self.inputs) > self.keep:
                 self.inputs.popitem(last=False)
-        return {"id": key, "width": image.shape[2], "height": image.shape[1], "input": _encode_png(image)}
+        return {"id": key, "width": image.shape[2], "height": image.shape[1], "input": _encode_png(image),
+                "note": note, "scale": self.scale}
 
     def run(self, key: str, lam: Any) -> Dict[str, Any]:
         image = self.inputs.get(key)
@@ -152,6 +190,8 @@ def _handler(app: DemoApp) -> type:
                         request = json.loads(body or b"{}")
                     except json.JSONDecodeError:
                         raise BadInput("the request is not JSON: send {\"id\": ..., \"lam\": [...]}") from None
+                    if not isinstance(request, dict):
+                        raise BadInput("the request must be a JSON object: send {\"id\": ..., \"lam\": [...]}")
                     self._json(200, app.run(str(request.get("id", "")), request.get("lam")))
                 else:
                     self._json(404, {"error": f"no such endpoint: {self.path}"})
@@ -164,10 +204,22 @@ def _handler(app: DemoApp) -> type:
     return Handler
 
 
+def _bind(host: str, port: int, handler: type, tries: int = 20) -> ThreadingHTTPServer:
+    """A server on ``port``, or the next free one of the ``tries`` after it when it is taken."""
+    for candidate in ([port] if port == 0 else range(port, port + tries)):
+        try:
+            return ThreadingHTTPServer((host, candidate), handler)
+        except OSError as exc:
+            if exc.errno not in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+                raise OSError(f"cannot listen on {host}:{candidate}: {exc.strerror}") from None
+    raise OSError(f"ports {port}–{port + tries - 1} on {host} are all in use: pass --port with a free one")
+
+
 def serve(tm: TunableModel, name: str = "tunable model", host: str = "127.0.0.1", port: int = 7860,
           background: bool = False) -> Tuple[ThreadingHTTPServer, Optional[threading.Thread]]:
-    """Start the demo server; ``port=0`` picks a free one (``server.server_address``)."""
-    server = ThreadingHTTPServer((host, port), _handler(DemoApp(tm, name)))
+    """Start the demo server; ``port=0`` picks a free one, a port in use moves to the next
+    free one (the address is ``server.server_address``)."""
+    server = _bind(host, port, _handler(DemoApp(tm, name)))
     if background:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
