@@ -124,3 +124,24 @@ def test_original_target_is_the_frozen_network_output():
     assert terms["look"].abs().max() == 0 and terms["fidelity"].min() > 0
     loss.backward()
     assert pred.grad is not None and ploss.reference.net.body[0].weight.grad is None
+
+
+def test_compact_recipe_starts_exactly_at_the_original():
+    """realesr_compact_pd: the recipe names the official weights in one line; at init the
+    tunable model's output is the original's at every λ, so the 'look' loss is exactly zero."""
+    from pathlib import Path
+
+    from tunify.data import build_dataset
+    from tunify.training import build_model, load_recipe, parametric_loss, tunify_from_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "realesr_compact_pd.yaml",
+                         overrides=["data.train.patch_size=64"])
+    assert recipe.model.weights == "ncnn:realesr-animevideov3-x4"
+    original = build_model(recipe.model)
+    tm = tunify_from_recipe(original, recipe)
+    ploss = parametric_loss(recipe, reference=original)
+    batch = build_dataset(recipe.data.train).batch(3, torch.Generator().manual_seed(1))
+    lam = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
+    with torch.no_grad():
+        _, terms = ploss(tm(batch["lq"], lam=lam), batch, lam)
+    assert terms["look"].abs().max() < 1e-10 and terms["fidelity"].min() > 1e-4

@@ -9,7 +9,7 @@ from tunify.training import load_recipe, run_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 ISSUE_RECIPES = {"nafnet_denoise", "swinir_denoise", "swinir_sr_x4_pd", "edsr_denoise_deblur", "stylenet_styles",
-                 "unet_generic", "quickstart", "zoo_nafnet_grain"}
+                 "unet_generic", "quickstart", "zoo_nafnet_grain", "realesr_compact_pd", "realesrgan_pd"}
 
 
 def test_the_shipped_recipes_are_all_here():

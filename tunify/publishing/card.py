@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 __all__ = ["write_card", "sweep_table"]
 
@@ -17,7 +17,7 @@ def sweep_table(metrics: Dict[str, Any], names: List[str]) -> str:
     return "\n".join(lines)
 
 
-def write_card(folder: Path, config: Dict[str, Any], has_strip: bool) -> Path:
+def write_card(folder: Path, config: Dict[str, Any], has_strip: bool, notes: Optional[str] = None) -> Path:
     names = [o["name"] for o in config["objectives"]]
     corners = "\n".join(
         f"| {'(' + ', '.join('1' if j == i else '0' for j in range(len(names))) + ')'} | **{o['name']}** | "
@@ -68,6 +68,8 @@ def write_card(folder: Path, config: Dict[str, Any], has_strip: bool) -> Path:
         f"- weights sha256: `{config['weights_sha256']}`",
         "",
     ]
+    if notes:
+        parts += [notes.strip(), ""]
     path = folder / "README.md"
     path.write_text("\n".join(parts))
     return path

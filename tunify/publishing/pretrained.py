@@ -58,12 +58,13 @@ def _arch_of(tm: TunableModel, arch: Optional[str], arch_kwargs: Optional[Dict[s
 def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optional[str] = None,
                     arch_kwargs: Optional[Dict[str, Any]] = None, recipe: Any = None,
                     metrics: Optional[Dict[str, Any]] = None, strip: Optional[Union[str, Path]] = None,
-                    name: Optional[str] = None) -> Path:
+                    name: Optional[str] = None, notes: Optional[str] = None) -> Path:
     """Write ``tm`` as a folder others load with :func:`from_pretrained`; returns the folder.
 
     ``recipe``: the Recipe that trained it (saved as recipe.yaml and hashed); ``metrics``: a
     λ sweep ({"rows": [{"lam", "psnr", "ssim"}...], "input_psnr"}) for the card; ``strip``:
-    its image strip (PNG), copied as sweep.png.
+    its image strip (PNG), copied as sweep.png; ``notes``: markdown the card ends with
+    (measured comparisons, caveats).
     """
     from safetensors.torch import save_file
 
@@ -111,7 +112,7 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     if strip is not None and Path(strip).is_file() and Path(strip).resolve() != (folder / "sweep.png").resolve():
         shutil.copyfile(strip, folder / "sweep.png")
-    write_card(folder, config, has_strip=(folder / "sweep.png").is_file())
+    write_card(folder, config, has_strip=(folder / "sweep.png").is_file(), notes=notes)
     return folder
 
 

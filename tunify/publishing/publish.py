@@ -55,7 +55,8 @@ def load_run(run_dir: Union[str, Path], finished: bool = True) -> TunableModel:
 
 def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[str] = None) -> Path:
     """Publish the final checkpoint of a ``tunify train`` run (its EMA weights when the run
-    kept an EMA) with the run's recipe, λ sweep and image strip."""
+    kept an EMA) with the run's recipe, λ sweep and image strip; a ``card_notes.md`` in the
+    run folder (e.g. a benchmark's results) is appended to the model card."""
     run_dir = Path(run_dir)
     tm = load_run(run_dir)
     recipe = tm.recipe
@@ -64,7 +65,8 @@ def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[
         sweep = json.loads((run_dir / "sweep.json").read_text())
         metrics = {"rows": sweep["rows"], "input_psnr": sweep.get("input_psnr")}
     return save_pretrained(tm, to, arch=recipe.model.arch, arch_kwargs=recipe.model.kwargs, recipe=recipe,
-                           metrics=metrics, strip=run_dir / "sweep.png", name=name or recipe.name)
+                           metrics=metrics, strip=run_dir / "sweep.png", name=name or recipe.name,
+                           notes=(run_dir / "card_notes.md").read_text() if (run_dir / "card_notes.md").is_file() else None)
 
 
 def verify_card(tm: TunableModel, folder: Union[str, Path]) -> List[Dict[str, Any]]:
