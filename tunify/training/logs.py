@@ -1,12 +1,17 @@
-"""Where a run's numbers go: metrics.csv (and TensorBoard when installed), a progress bar."""
+"""Where a run's numbers go: metrics.csv (and TensorBoard when installed), its loss curve
+(loss.png beside it, when matplotlib is installed), a progress bar."""
 from __future__ import annotations
 
 import csv
+import io
+import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-__all__ = ["MetricsLog"]
+from .files import FILE_MODE, atomic_write_bytes
+
+__all__ = ["MetricsLog", "plot_losses", "progress_bar"]
 
 
 class MetricsLog:
@@ -44,6 +49,7 @@ class MetricsLog:
             writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
+        os.chmod(tmp, FILE_MODE)
         tmp.replace(self.path)
 
     def add(self, row: Dict[str, Any]) -> None:
@@ -61,6 +67,50 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _read_curves(csv_path: Path) -> Dict[str, List[tuple]]:
+    curves: Dict[str, List[tuple]] = {}
+    with Path(csv_path).open() as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key == "loss" or (key or "").startswith("L_"):
+                    try:
+                        curves.setdefault(key, []).append((int(row["step"]), float(value)))
+                    except (TypeError, ValueError):  # an empty cell (a term that was not logged)
+                        pass
+    return curves
+
+
+def plot_losses(csv_path: Path, png_path: Path, title: str = "", log: Callable[[str], None] = print) -> Optional[Path]:
+    """The loss (and each objective's term) against the step, from metrics.csv, as a PNG.
+    Returns None, saying why, when matplotlib is missing or there is nothing to draw."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global backend, no window
+    except ImportError:
+        log(f"{png_path.name} not written: matplotlib is not installed (pip install matplotlib); "
+            f"the numbers are in {csv_path}")
+        return None
+    curves = _read_curves(csv_path) if Path(csv_path).is_file() else {}
+    if not curves.get("loss"):
+        return None
+    fig = Figure(figsize=(6, 3.6), dpi=100)
+    ax = fig.subplots()
+    for key, points in curves.items():
+        steps, values = zip(*points)
+        ax.plot(steps, values, label="L(λ)" if key == "loss" else key[2:], lw=1.6 if key == "loss" else 1.0)
+    positive = all(v > 0 for points in curves.values() for _, v in points)
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title or Path(csv_path).parent.name, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(png_path, buffer.getvalue())
 
 
 def progress_bar(total: int, initial: int, enabled: bool, desc: str):

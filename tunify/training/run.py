@@ -2,9 +2,13 @@
 
     result = run_recipe(load_recipe("recipes/quickstart.yaml"))
 
-Writes into the run's output dir: ``recipe.yaml`` (resolved), ``metrics.csv``, ``val.csv``,
-``checkpoints/``, and at the end ``sweep.md`` / ``sweep.json`` (metrics per λ) and
-``sweep.png`` (the input, the output at each λ of the grid, and the clean image).
+Writes into the run's output dir: ``recipe.yaml`` (resolved), ``metrics.csv`` and its
+``loss.png``, ``val.csv``, ``checkpoints/`` (``pretrain/`` holds the same for the pretraining),
+and at the end ``sweep.md`` / ``sweep.json`` (metrics per λ) and ``sweep.png`` (the input, the
+output at each λ of the grid, and the clean image).
+
+Before anything is written the whole recipe is built once (:func:`preflight`) and the output
+dir checked (:func:`check_run_dir`): a refused run leaves the folder as it found it.
 """
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ from ..archs.weights import load_pretrained
 from ..data import save_image
 from ..lam import lam_grid
 from ..surgery import TunableModel, tunify
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, scan_checkpoints
+from .files import atomic_write_text
+from .guard import check_run_dir
+from .preflight import preflight
 from .recipe import ModelSpec, ObjectiveSpec, Recipe
 from .trainer import FitResult, distributed, fit
 
@@ -34,10 +41,11 @@ __all__ = ["build_model", "tunify_from_recipe", "run_recipe", "RunResult", "writ
 @dataclass
 class RunResult:
     output_dir: Path
-    model: TunableModel
+    model: Optional[TunableModel]   # None when this call stopped during the pretraining
     fit: FitResult
     sweep: List[Dict[str, Any]] = field(default_factory=list)
     files: Dict[str, Path] = field(default_factory=dict)
+    steps_run: Dict[str, int] = field(default_factory=dict)  # {"pretrain": n, "fine-tune": m}: this call's steps
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -45,7 +53,16 @@ def build_model(spec: ModelSpec) -> nn.Module:
     with pretrained weights from a local path or URL when given."""
     model = create_model(spec.arch, **spec.kwargs)
     if spec.weights:
-        load_pretrained(model, spec.weights, spec.weights_key, spec.strict)
+        try:
+            load_pretrained(model, spec.weights, spec.weights_key, spec.strict)
+        except ValueError as exc:
+            if "weights_only" not in str(exc):
+                raise
+            # torch's own message suggests weights_only=False, i.e. running the file's pickled code: never that.
+            raise ValueError(f"model.weights: {spec.weights} is not a checkpoint tunify can read: neither a "
+                             "safetensors file nor a torch file of plain tensors (truncated, another format, or "
+                             "pickled code, which tunify never runs). Point model.weights at the release's "
+                             ".pth/.safetensors file") from None
     return model
 
 
@@ -57,8 +74,8 @@ def tunify_from_recipe(model: nn.Module, recipe: Recipe) -> TunableModel:
     return tm
 
 
-def _pretrain(model: nn.Module, recipe: Recipe, out: Path, log: Callable[[str], None]) -> None:
-    """Plain training on one objective before tunify (deterministic; reused on resume)."""
+def _pretrain_recipe(recipe: Recipe) -> Recipe:
+    """The plain training before tunify, as a one-objective recipe at λ = 1."""
     spec = recipe.pretrain
     pre = copy.deepcopy(recipe)
     pre.objectives = [ObjectiveSpec(name="pretrain", losses=spec.losses, target=spec.target)]
@@ -66,15 +83,24 @@ def _pretrain(model: nn.Module, recipe: Recipe, out: Path, log: Callable[[str], 
                                     freeze_non_tunable=False)
     pre.lam = dataclasses.replace(recipe.lam, sampler="fixed", fixed=[1.0], distinct_per_batch=None)
     pre.validation = dataclasses.replace(recipe.validation, every=0)
-    pre.output = dataclasses.replace(recipe.output, checkpoint_every=0, keep_last=1)
-    root = out / "pretrain"
-    done = latest_checkpoint(root / "checkpoints") if (root / "checkpoints").is_dir() else None
-    if done is not None and load_checkpoint(done)[0] >= spec.steps:
-        model.load_state_dict(load_checkpoint(done)[1])
-        log(f"pretrained weights reused from {done}")
-        return
-    log(f"pretraining the plain model for {spec.steps} steps")
-    fit(model, pre, out_dir=root, tunable=False, resume=done is not None, log=log)
+    return pre
+
+
+def _pretrain(model: nn.Module, recipe: Recipe, out: Path, log: Callable[[str], None], stop_after: Optional[int],
+              allow_changed_recipe: bool) -> Optional[FitResult]:
+    """Plain training on one objective before tunify, checkpointed and resumed like the
+    fine-tune. Returns its FitResult, or None when a finished pretraining was reused."""
+    spec, root = recipe.pretrain, out / "pretrain"
+    done = latest_checkpoint(root / "checkpoints", log=log) if (root / "checkpoints").is_dir() else None
+    if done is not None:
+        step, state, _ = load_checkpoint(done)
+        if step >= spec.steps:
+            model.load_state_dict(state)
+            log(f"pretrained weights reused from {done}")
+            return None
+    log(f"pretraining the plain model for {spec.steps} steps" + (f", resuming at step {step}" if done else ""))
+    return fit(model, _pretrain_recipe(recipe), out_dir=root, tunable=False, resume=done is not None, log=log,
+               stop_after=stop_after, stage="pretrain", allow_changed_recipe=allow_changed_recipe)
 
 
 def write_sweep(tm: TunableModel, batch: Dict[str, torch.Tensor], out: Path, points: int, index: int = 0) -> Dict[str, Any]:
@@ -111,22 +137,40 @@ def write_sweep(tm: TunableModel, batch: Dict[str, torch.Tensor], out: Path, poi
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, stop_after: Optional[int] = None,
-               log: Callable[[str], None] = print) -> RunResult:
-    """Build the recipe's model, pretrain if asked, tunify, fine-tune, and write the sweep."""
+               log: Callable[[str], None] = print, allow_changed_recipe: bool = False) -> RunResult:
+    """Build the recipe's model, pretrain if asked, tunify, fine-tune, and write the sweep.
+
+    ``stop_after`` counts this call's steps, pretraining included; ``resume`` continues
+    wherever the run stopped (in the pretraining or the fine-tune). A resume with a recipe
+    that differs from the stored one is refused unless ``allow_changed_recipe``."""
     rank, _, _ = distributed()
     out = recipe.output_dir()
+    changes = check_run_dir(out, recipe, resume, allow_changed_recipe)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model)
+    preflight(recipe, model)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        if changes:
+            log(f"resuming with a changed recipe (allowed): {'; '.join(changes)}")
+        atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    steps: Dict[str, int] = {}
     if recipe.pretrain is not None:
-        _pretrain(model, recipe, out, log)
+        pre = _pretrain(model, recipe, out, log, stop_after, allow_changed_recipe)
+        steps["pretrain"] = pre.steps_run if pre else 0
+        if pre is not None and pre.step < recipe.pretrain.steps:  # stopped during the pretraining
+            return RunResult(out, None, pre, steps_run=steps)
+        stop_after = None if stop_after is None else stop_after - steps["pretrain"]
+        # Whether the pretraining just ran or was reused on resume, the fine-tune starts from one RNG
+        # state (a discriminator's initial weights would otherwise depend on how the run was split).
+        torch.manual_seed(recipe.seed + 1)
     tm = tunify_from_recipe(model, recipe)
     if rank == 0:
         log(tm.tunify_report.summary())
-    result = fit(tm, recipe, resume=resume, stop_after=stop_after, log=log, reference=model)
-    run = RunResult(out, tm, result)
+    found, damaged = scan_checkpoints(out / "checkpoints") if (out / "checkpoints").is_dir() else (None, [])
+    fine_resume = resume and (found is not None or bool(damaged))  # else a resume stopped in the pretraining
+    result = fit(tm, recipe, resume=fine_resume, stop_after=stop_after, log=log, reference=model,
+                 allow_changed_recipe=allow_changed_recipe)
+    run = RunResult(out, tm, result, steps_run={**steps, "fine-tune": result.steps_run})
     if rank == 0 and result.step == recipe.optim.steps:
         sweep = write_sweep(tm, result.val_batch, out, recipe.validation.lam_points)
         run.sweep = sweep["rows"]

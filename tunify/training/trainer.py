@@ -22,9 +22,10 @@ from torch import nn
 from ..data import batch_generator, build_dataset
 from ..lam import LamSpace, lam_grid
 from ..objectives import ObjectiveSet, ParametricLoss
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, scan_checkpoints
 from .ema import EMA
-from .logs import MetricsLog, progress_bar
+from .guard import RecipeChangedError, recipe_changes
+from .logs import MetricsLog, plot_losses, progress_bar
 from .recipe import OptimSpec, Recipe
 from .samplers import build_sampler
 from .validate import lam_sweep
@@ -48,6 +49,13 @@ class FitResult:
     seconds: float = 0.0
     sec_per_step: float = 0.0
     val_batch: Dict[str, Any] = field(default_factory=dict)  # the fixed validation batch the sweeps use
+    start: int = 0                             # the step this call started from (> 0 when resumed)
+    stage: str = "fine-tune"                   # or "pretrain"
+
+    @property
+    def steps_run(self) -> int:
+        """Optimizer steps this call ran (a resumed run counts only its own)."""
+        return self.step - self.start
 
 
 def parametric_loss(recipe: Recipe, reference: Optional[nn.Module] = None) -> ParametricLoss:
@@ -99,23 +107,47 @@ def _autocast(amp: str, device: torch.device):
     return dtype, scaler
 
 
+def _existing_checkpoint(ckpt_root: Path, resume: bool, out: Path, log: Callable[[str], None]) -> Optional[Path]:
+    """The checkpoint to resume from (the newest intact one, saying so when it skips any)."""
+    found, damaged = scan_checkpoints(ckpt_root) if ckpt_root.is_dir() else (None, [])
+    if not resume and (found is not None or damaged):
+        name = (found or damaged[0][0]).name
+        raise FileExistsError(f"{out} already holds checkpoints of a run ({name}): pass --resume to continue "
+                              "it, or choose another output dir (--set output.dir=...)")
+    if not resume:
+        return None
+    if found is None and not damaged:
+        raise FileNotFoundError(f"nothing to resume: {ckpt_root} holds no checkpoint")
+    return latest_checkpoint(ckpt_root, log=log)
+
+
+def _check_same_recipe(state: Dict[str, Any], recipe: Recipe, ckpt: Path, allow: bool, log: Callable[[str], None]) -> None:
+    stored = state.get("recipe")
+    if stored is None:  # a checkpoint from before recipes were stored: nothing to compare with
+        return
+    changes = recipe_changes(stored, recipe.to_dict())
+    if changes and not allow:
+        raise RecipeChangedError(f"the recipe differs from the one checkpoint {ckpt} was trained with: "
+                                 f"{'; '.join(changes)}. Resume with the same recipe, or pass "
+                                 "allow_changed_recipe=True (--allow-changed-recipe) to continue with the new one")
+    if changes:
+        log(f"resuming with a changed recipe (allowed): {'; '.join(changes)}")
+
+
 def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: Optional[int] = None,
         out_dir: Optional[Path] = None, tunable: bool = True, log: Callable[[str], None] = print,
-        reference: Optional[nn.Module] = None) -> FitResult:
+        reference: Optional[nn.Module] = None, stage: str = "fine-tune", allow_changed_recipe: bool = False) -> FitResult:
     """Fine-tune ``model`` (a TunableModel, or a plain model with ``tunable=False`` and one
-    objective) as ``recipe`` says. Writes metrics.csv, val.csv and checkpoints under the
-    output dir. ``stop_after`` ends this call after that many steps (the run can be resumed).
-    ``reference``: the frozen network before tunify, for "original" targets."""
+    objective) as ``recipe`` says. Writes metrics.csv (and loss.png), val.csv and checkpoints
+    under the output dir. ``stop_after`` ends this call after that many steps (the run can be
+    resumed). ``reference``: the frozen network before tunify, for "original" targets.
+    ``stage`` names the run in progress bars and errors ("pretrain": lr is ``pretrain.lr``).
+    Resuming refuses a checkpoint trained with a different recipe unless ``allow_changed_recipe``."""
     rank, world, local_rank = distributed()
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     out = Path(out_dir or recipe.output_dir())
     ckpt_root = out / "checkpoints"
-    existing = latest_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
-    if resume and existing is None:
-        raise FileNotFoundError(f"nothing to resume: {ckpt_root} holds no checkpoint")
-    if not resume and existing is not None:
-        raise FileExistsError(f"{out} already holds checkpoints of a run ({existing.name}): pass --resume to continue "
-                              "it, or choose another output dir (--set output.dir=...)")
+    existing = _existing_checkpoint(ckpt_root, resume, out, log)
     opt_spec = recipe.optim
     ploss = parametric_loss(recipe, reference).to(device)
     objectives = ploss.objectives
@@ -142,6 +174,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
     start = 0
     if resume:
         start, mstate, state = load_checkpoint(existing)
+        _check_same_recipe(state, recipe, existing, allow_changed_recipe, log)
         model.load_state_dict(mstate)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -159,8 +192,9 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
     val_log = MetricsLog(out / "val.csv", ["step", "lam", "psnr", "ssim", *[f"loss_{n}" for n in objectives.names]],
                          active=rank == 0, resume_step=start if resume else None, tensorboard="off")
     grid = torch.tensor(recipe.validation.lams) if recipe.validation.lams else lam_grid(space, recipe.validation.lam_points)
-    bar = progress_bar(opt_spec.steps, start, recipe.output.progress and rank == 0, recipe.name)
-    result = FitResult(out, start, val_batch=val_batch)
+    bar = progress_bar(opt_spec.steps, start, recipe.output.progress and rank == 0, f"{recipe.name} {stage}")
+    result = FitResult(out, start, val_batch=val_batch, start=start, stage=stage)
+    lr_key = "pretrain.lr" if stage == "pretrain" else "optim.lr"
     last_ckpt: Optional[Path] = existing
     t_run = time.perf_counter()
     batch_size = recipe.data.batch_size
@@ -173,7 +207,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
                  "ema": ema.state_dict() if ema else None, "scaler": scaler.state_dict() if scaler else None,
                  "adversarial": [{"discriminator": l.discriminator.state_dict(), "optimizer": o.state_dict()}
                                  for (_, l), o in zip(adversarial, d_optims)],
-                 "recipe_digest": recipe.digest(), "world_size": world}
+                 "recipe_digest": recipe.digest(), "recipe": recipe.to_dict(), "world_size": world}
         last_ckpt = save_checkpoint(ckpt_root, step, model.state_dict(), state, recipe.output.keep_last)
 
     def validate(step: int) -> None:
@@ -208,7 +242,7 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
             raise NonFiniteLossError(
                 f"the loss became {loss.item()} at step {step} (terms: "
                 f"{ {k: float(v.mean()) for k, v in terms.items()} }). Saved work is kept: the last good checkpoint is "
-                f"{last_ckpt or 'none (no checkpoint was written yet)'}. Lower optim.lr, set optim.grad_clip, or check "
+                f"{last_ckpt or 'none (no checkpoint was written yet)'}. Lower {lr_key}, set optim.grad_clip, or check "
                 "the data; then --resume."
             )
         optimizer.zero_grad(set_to_none=True)
@@ -242,7 +276,10 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
             metrics.add(row)
         result.history.append(row)
         bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4g}", lam0=f"{float(lam[:, 0].mean()):.2f}", s_step=f"{dt:.2f}")
+        if tunable:
+            bar.set_postfix(loss=f"{row['loss']:.4g}", lam0=f"{float(lam[:, 0].mean()):.2f}", s_step=f"{dt:.2f}")
+        else:  # a plain model trains at one fixed λ: showing it would only confuse
+            bar.set_postfix(loss=f"{row['loss']:.4g}", s_step=f"{dt:.2f}")
         if recipe.output.checkpoint_every and done % recipe.output.checkpoint_every == 0:
             checkpoint(done)
         if recipe.validation.every and done % recipe.validation.every == 0:
@@ -264,6 +301,8 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
                 params[name].copy_(t)
     metrics.close()
     val_log.close()
+    if rank == 0 and result.step > start:
+        plot_losses(out / "metrics.csv", out / "loss.png", title=f"{recipe.name} {stage}", log=log)
     result.checkpoint = last_ckpt
     result.seconds = time.perf_counter() - t_run
     timed = [r["sec_per_step"] for r in result.history[1:]] or [r["sec_per_step"] for r in result.history]
