@@ -1,16 +1,16 @@
 """Mixed kernels kept between calls at one λ, so a shared λ costs what the plain model costs.
 
 Without it every call re-mixes ``Σ_j ω_j W_j`` for every layer; on small inputs that costs
-as much as the convolutions themselves. The cache holds, per kernel stack, the last mixture
-it computed and reuses it only when nothing it depends on can have changed:
+as much as the convolutions themselves. A layer keeps the last mixtures it computed (a
+:class:`KernelMemo`) and reuses them only when nothing they depend on can have changed:
 
-* the stack is the same Python object with the same ``_version`` (every in-place write
-  under autograd's eyes bumps it: ``optimizer.step``, ``copy_`` in ``load_state_dict``,
-  ``with torch.no_grad(): w.add_(...)``), the same storage pointer, dtype, device and shape;
+* each stack is the same Python object with the same ``_version`` (every in-place write
+  autograd can see bumps it: ``optimizer.step``, ``copy_`` in ``load_state_dict``,
+  ``with torch.no_grad(): w.add_(...)``), the same storage pointer and shape;
 * the coefficients are equal in value (a new λ tensor with the same numbers still hits);
-* the cached result itself was not written to in place (its own ``_version``);
+* the cached results were not written to in place (their own ``_version``);
 * no ``.to()``/``.half()``/``load_state_dict`` ran on a tunable layer and no optimizer
-  stepped since (those clear the whole cache: a dtype round trip can reuse a storage
+  stepped since (those bump a global generation: a dtype round trip can reuse a storage
   address with an unchanged version counter).
 
 It only serves calls that build no autograd graph (``torch.no_grad``, ``inference_mode``,
@@ -19,63 +19,119 @@ then belongs in the graph). One blind spot: writes through ``tensor.data`` bypas
 counters by design; after such writes call :func:`clear_kernel_cache`.
 
 Memory: one mixed kernel per stack, i.e. one plain model's worth of weights at most.
+The hit path is a handful of attribute reads (≈1 µs), so a cached layer costs what the
+plain layer costs; see benchmarks/overhead.py.
 """
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-__all__ = ["cached_mix", "clear_kernel_cache", "kernel_cache_size"]
+__all__ = ["KernelMemo", "cached_mix", "clear_kernel_cache", "kernel_cache_size"]
 
 _PLAIN_TYPES = (Tensor, nn.Parameter)
-# id(stack) -> (weakref to stack, stamp of stack, canonical coeffs, mixed value, value's _version)
-_ENTRIES: Dict[int, tuple] = {}
+_GEN = [0]  # bumped by clear_kernel_cache: every memo of an older generation misses
+_MEMOS: "weakref.WeakSet[KernelMemo]" = weakref.WeakSet()
+# Memos of stacks that have no owning layer (functional calls, parametrizations): id → memo.
+_BY_STACK: Dict[int, "KernelMemo"] = {}
 # The last coeffs object seen and the canonical copy it equals: one model call hands the
 # same ω tensor to every layer, so only the first layer pays for the value comparison.
 _LAST: list = [None, -1, None]
-# Recent distinct λ values (canonical copies), newest last; entries keyed on older ones miss.
+# Recent distinct λ values (canonical copies), newest last; memos keyed on older ones miss.
 _CANONS: list = []
 _MAX_CANONS = 4
+_is_compiling = torch.compiler.is_compiling
+_tracing_state = torch._C._get_tracing_state
+
+
+class KernelMemo:
+    """The mixtures one layer computed at one λ, and what they were computed from."""
+
+    __slots__ = ("gen", "canon", "stacks", "stamps", "values", "versions", "__weakref__")
+
+    def __init__(self) -> None:
+        self.gen, self.canon = -1, None
+        self.stacks: Tuple = ()
+        self.stamps: Tuple = ()
+        self.values: Tuple = ()
+        self.versions: Tuple = ()
+
+    # Copies and pickles start empty: cached tensors belong to the original's stacks.
+    def __deepcopy__(self, memo: dict) -> "KernelMemo":
+        return KernelMemo()
+
+    def __reduce__(self):
+        return (KernelMemo, ())
+
+    def drop(self) -> None:
+        self.gen, self.canon, self.stacks, self.values = -1, None, (), ()
+
+    def get(self, stacks: Sequence[Optional[Tensor]], coeffs: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tuple:
+        """``fn(stack, coeffs)`` for every stack (None stays None), reused when valid.
+
+        stacks: tensors (K, *S) or None; coeffs (K,).
+        """
+        canon = _canonical(coeffs)
+        if self.gen == _GEN[0] and self.canon is canon and len(stacks) == len(self.stacks):
+            for s, ms, st, v, vv in zip(stacks, self.stacks, self.stamps, self.values, self.versions):
+                if s is None:
+                    if ms is not None:
+                        break
+                elif ms is None or ms() is not s or s._version != st[0] or s.data_ptr() != st[1] \
+                        or s.shape != st[2] or v._version != vv:
+                    break
+            else:
+                return self.values
+        # Built outside inference mode, so results have version counters that catch writes.
+        with torch.inference_mode(False), torch.no_grad():
+            values = tuple(None if s is None else fn(s, canon) for s in stacks)
+        # Weak references: a memo must not keep a replaced or freed stack alive.
+        refs = tuple(None if s is None else weakref.ref(s) for s in stacks)
+        self.gen, self.canon, self.stacks, self.values = _GEN[0], canon, refs, values
+        self.stamps = tuple(None if s is None else (s._version, s.data_ptr(), s.shape) for s in stacks)
+        self.versions = tuple(None if v is None else v._version for v in values)
+        _MEMOS.add(self)
+        return values
 
 
 def clear_kernel_cache() -> None:
-    """Forget every cached mixture (needed only after writes through ``tensor.data``)."""
-    _ENTRIES.clear()
+    """Forget every cached mixture (needed by hand only after writes through ``tensor.data``)."""
+    _GEN[0] += 1
+    for memo in list(_MEMOS):
+        memo.drop()
+    _MEMOS.clear()
     _CANONS.clear()
     _LAST[:] = [None, -1, None]
 
 
 def kernel_cache_size() -> int:
-    """How many mixtures are held (for tests and memory accounting)."""
-    return len(_ENTRIES)
+    """How many layers hold cached mixtures (for tests and memory accounting)."""
+    return sum(1 for m in _MEMOS if m.gen == _GEN[0])
 
 
 def _on_optimizer_step(optimizer, args, kwargs) -> None:
     # Version counters already catch optimizer updates; this is a second, independent guard
     # (fused or foreign optimizers that write storage directly).
-    if _ENTRIES:
+    if _MEMOS:
         clear_kernel_cache()
 
 
 register_optimizer_step_post_hook(_on_optimizer_step)
 
 
-def _cacheable(stack: Tensor, coeffs: Tensor) -> bool:
-    if type(stack) not in _PLAIN_TYPES or type(coeffs) is not Tensor:
-        return False  # fake, functional or proxy tensors: compiling, exporting
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    if torch.is_grad_enabled() and (stack.requires_grad or coeffs.requires_grad):
-        return False  # the mixture must be part of this call's autograd graph
-    return True
-
-
-def _stamp(stack: Tensor) -> Tuple:
-    return (stack._version, stack.data_ptr(), stack.dtype, stack.device, stack.shape)
+def cacheable(coeffs: Tensor, *stacks: Optional[Tensor]) -> bool:
+    """Whether a call at ``coeffs`` may use cached mixtures of ``stacks``."""
+    if coeffs.dim() != 1 or type(coeffs) is not Tensor or _is_compiling() or _tracing_state() is not None:
+        return False  # per-sample, or fake/functional/proxy tensors: compiling, exporting
+    grad = torch.is_grad_enabled()
+    for s in stacks:
+        if s is not None and (type(s) not in _PLAIN_TYPES or (grad and s.requires_grad)):
+            return False  # a mixture that needs grad must be part of this call's graph
+    return not (grad and coeffs.requires_grad)
 
 
 def _canonical(coeffs: Tensor) -> Tensor:
@@ -98,21 +154,15 @@ def _canonical(coeffs: Tensor) -> Tensor:
 
 
 def cached_mix(stack: Tensor, coeffs: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """``fn(stack, coeffs)``, reused while neither changes (see the module docstring).
+    """``fn(stack, coeffs)`` for a stack without an owning layer, reused while valid.
 
     stack (K, *S), coeffs (K,) — the shared-λ path; anything else is computed afresh.
     """
-    if coeffs.dim() != 1 or not _cacheable(stack, coeffs):
+    if not cacheable(coeffs, stack):
         return fn(stack, coeffs)
-    canon = _canonical(coeffs)
     key = id(stack)
-    entry: Optional[tuple] = _ENTRIES.get(key)
-    stamp = _stamp(stack)
-    if entry is not None and entry[0]() is stack and entry[1] == stamp and entry[2] is canon \
-            and entry[3]._version == entry[4]:
-        return entry[3]
-    # Built outside inference mode, so it has a version counter that catches writes into it.
-    with torch.inference_mode(False), torch.no_grad():
-        value = fn(stack, canon)
-    _ENTRIES[key] = (weakref.ref(stack, lambda _, k=key: _ENTRIES.pop(k, None)), stamp, canon, value, value._version)
-    return value
+    memo = _BY_STACK.get(key)
+    if memo is None:
+        memo = _BY_STACK[key] = KernelMemo()
+        weakref.finalize(stack, _BY_STACK.pop, key, None)
+    return memo.get((stack,), coeffs, fn)[0]

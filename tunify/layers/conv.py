@@ -72,7 +72,7 @@ class TunableConv2d(TunableModuleLayer):
     plain_type = nn.Conv2d
 
     def _plain_forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-        return self.base_layer._conv_forward(x, weight, bias)
+        return self._modules["base_layer"]._conv_forward(x, weight, bias)
 
     def _run_per_sample(self, x: Tensor, coeffs: Tensor) -> Tensor:
         base = self.base_layer

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import TunableLayer, current_coeffs, expand_rows, mix, split_by_rows, stack_kernels
-from .cache import cached_mix
+from .cache import KernelMemo, cacheable
 
 __all__ = ["TunableModuleLayer"]
 
@@ -60,7 +60,8 @@ class TunableModuleLayer(TunableLayer):
                 f"{what} tensor cannot hold one kernel per sample. Exclude the layer that owns "
                 "this read from `targets`, or call with one λ shared by the batch."
             )
-        return cached_mix(stack, coeffs, mix)
+        weight, bias = self._shared_kernels(coeffs)
+        return weight if what == "weight" else bias
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -74,26 +75,40 @@ class TunableModuleLayer(TunableLayer):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: Tensor, *args: Any, coeffs: Optional[Tensor] = None, **kwargs: Any) -> Tensor:
         coeffs = self._coeffs(coeffs)
-        if coeffs.dim() == 1:
-            return self._forward_shared(x, *args, coeffs=coeffs, **kwargs)
+        if coeffs.dim() == 1:  # the hot path at a shared λ: as few Python calls as possible
+            weight, bias = self._shared_kernels(coeffs)
+            if self.custom_forward:
+                return self._run(x, weight, bias, *args, **kwargs)
+            return self._plain_forward(x, weight, bias, *args, **kwargs)
         if self.custom_forward:
             # Unknown forward: exact by running each distinct λ row on the shared path.
             return split_by_rows(self._forward_shared, expand_rows(coeffs, x.shape[0]), (x, *args), kwargs)
         return self._run_per_sample(x, coeffs, *args, **kwargs)
 
     def _forward_shared(self, x: Tensor, *args: Any, coeffs: Tensor, **kwargs: Any) -> Tensor:
-        # Under no-grad the mixture is reused while λ and the kernels are unchanged (cache.py).
-        weight = cached_mix(self.weights, coeffs, mix)
-        return self._run(x, weight, self._mixed_bias(coeffs), *args, **kwargs)
+        weight, bias = self._shared_kernels(coeffs)
+        return self._run(x, weight, bias, *args, **kwargs)
+
+    def _shared_kernels(self, coeffs: Tensor) -> tuple:
+        """(weight, bias) mixed at coeffs (K,); under no-grad reused while λ and the stacks are
+        unchanged (cache.py). Reads _parameters directly: this runs on every call."""
+        params = self._parameters
+        weights, biases = params["weights"], params.get("biases")
+        if cacheable(coeffs, weights, biases):
+            memo = self.__dict__.get("_kernel_memo")
+            if memo is None:
+                memo = self.__dict__["_kernel_memo"] = KernelMemo()
+            return memo.get((weights, biases), coeffs, mix)
+        return mix(weights, coeffs), None if biases is None else mix(biases, coeffs)
 
     def _mixed_bias(self, coeffs: Tensor) -> Optional[Tensor]:
-        """biases mixed: coeffs (K,) → (out,) (cached like the weight); (B, K) → (B, out)."""
-        return None if self.biases is None else cached_mix(self.biases, coeffs, mix)
+        """biases mixed at per-sample coeffs (B, K) → (B, out)."""
+        return None if self.biases is None else mix(self.biases, coeffs)
 
     def _run(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
         if not self.custom_forward:
             return self._plain_forward(x, weight, bias, *args, **kwargs)
-        base = self.base_layer
+        base = self._modules["base_layer"]
         base._parameters["weight"] = weight
         if "bias" in base._parameters:
             base._parameters["bias"] = bias

@@ -14,7 +14,7 @@ from typing import Optional
 from torch import Tensor
 
 from .base import TunableLayer, current_coeffs, mix, stack_kernels
-from .cache import cached_mix
+from .cache import KernelMemo, cacheable, cached_mix
 
 __all__ = ["TunableParameter", "mix_parameter", "broadcastable"]
 
@@ -53,7 +53,13 @@ class TunableParameter(TunableLayer):
         self.per_sample = per_sample or ("broadcast" if broadcastable(self.shape) else "split")
 
     def forward(self, stack: Tensor) -> Tensor:
-        return mix_parameter(stack, self._coeffs(current_coeffs("a tunable weight-like tensor")), self.per_sample)
+        coeffs = self._coeffs(current_coeffs("a tunable weight-like tensor"))
+        if cacheable(coeffs, stack):  # no-grad at a shared λ: reuse the last mixture (cache.py)
+            memo = self.__dict__.get("_kernel_memo")
+            if memo is None:
+                memo = self.__dict__["_kernel_memo"] = KernelMemo()
+            return memo.get((stack,), coeffs, mix)[0]
+        return mix_parameter(stack, coeffs, self.per_sample)
 
     def right_inverse(self, tensor: Tensor) -> Tensor:
         if tensor.shape == (self.num_kernels, *self.shape):  # already a stack (load_state_dict)
