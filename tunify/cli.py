@@ -79,26 +79,78 @@ def recipe_path(name: str) -> Path:
                             f"Shipped recipes: {', '.join(known) or 'none'}.")
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .training import load_recipe, run_recipe
+def _read_recipe(args: argparse.Namespace):
+    """The recipe as the command line says: YAML syntax errors name the file, line and column;
+    ``--smoke`` runs get a folder of their own (``<dir>-smoke``) unless an output dir is given."""
+    from .training import load_recipe
+    from .training.recipe import parse_override
+    from .training.schema import load_yaml_text
 
+    path = recipe_path(args.recipe)
+    load_yaml_text(path.read_text(), source=str(path))  # syntax first, with the position
     overrides = list(args.set)
+    for item in overrides:
+        try:
+            parse_override(item)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({exc.problem or exc}); quote strings "
+                             "that hold YAML characters, e.g. --set name='a: b'") from None
     if getattr(args, "out", None):
         overrides.append(f"output.dir={args.out}")
-    recipe = load_recipe(recipe_path(args.recipe), overrides=overrides, smoke=args.smoke)
+    recipe = load_recipe(path, overrides=overrides, smoke=args.smoke)
+    chosen = any(item.split("=", 1)[0].strip() == "output.dir" for item in overrides) or "output.dir" in recipe.smoke
+    if args.smoke and not chosen:  # a smoke run must never land in (or refuse) the real run's folder
+        recipe.output.dir = recipe.output.dir.rstrip("/") + "-smoke"
+    return recipe
+
+
+def _command(args: argparse.Namespace) -> str:
+    base = "tunify quickstart" if args.command == "quickstart" else f"tunify train {args.recipe}"
+    return base + (" --smoke" if args.smoke else "")
+
+
+def _explain_existing(exc, args: argparse.Namespace) -> FileExistsError:
+    """A run is already there: say how to continue it or start over, in this command's words."""
+    cmd, out = _command(args), exc.out
+    fresh = f"{cmd} --out DIR" if args.command == "quickstart" else f"{cmd} --set output.dir=DIR"
+    if exc.step is not None and exc.total and exc.step >= exc.total and (out / "sweep.md").is_file():
+        return FileExistsError(f"{out} already holds a finished run (step {exc.step} of {exc.total}; results in "
+                               f"{out / 'sweep.md'}). To start over, delete {out} or run `{fresh}`")
+    return FileExistsError(f"{exc}. Continue it with `{cmd} --resume`, or start over with `{fresh}` "
+                           f"(or delete {out})")
+
+
+def _report(recipe, run, seconds: float) -> str:
+    parts = [f"{n} {stage} step{'s' if n != 1 else ''}" for stage, n in run.steps_run.items()]
+    where = f"{run.fit.stage} at step {run.fit.step} of " \
+            f"{recipe.pretrain.steps if run.fit.stage == 'pretrain' else recipe.optim.steps}"
+    resumed = f", resumed from step {run.fit.start}" if run.fit.start else ""
+    return (f"{recipe.name}: ran {' + '.join(parts) or 'no steps'} in {seconds:.1f} s "
+            f"({run.fit.sec_per_step:.3f} s/step{resumed}); {where} -> {run.output_dir}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import run_recipe
+    from .training.guard import RunExistsError
+
+    recipe = _read_recipe(args)
     start = time.perf_counter()
-    run = run_recipe(recipe, resume=args.resume, stop_after=args.stop_after)
+    try:
+        run = run_recipe(recipe, resume=args.resume, stop_after=args.stop_after,
+                         allow_changed_recipe=args.allow_changed_recipe)
+    except RunExistsError as exc:
+        raise _explain_existing(exc, args) from None
     if run.files:
         print(f"\nwrote {', '.join(str(p) for p in run.files.values())}")
-    print(f"{recipe.name}: {run.fit.step} steps, {time.perf_counter() - start:.1f} s "
-          f"({run.fit.sec_per_step:.3f} s/step) -> {run.output_dir}")
+    print(_report(recipe, run, time.perf_counter() - start))
     return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
     from .publishing import add_to_zoo, publish_run
 
-    folder = publish_run(args.run_dir, args.to, name=args.name)
+    name = args.name or Path(args.to).resolve().name  # the zoo name follows --to unless --name is given
+    folder = publish_run(args.run_dir, args.to, name=name)
     print(f"published {args.run_dir} -> {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
     if args.zoo:
         entry = add_to_zoo(folder, recipe=args.recipe)
@@ -236,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. optim.lr=1e-4 (parsed as YAML, never evaluated)")
         p.add_argument("--resume", action="store_true", help="continue the run in the output dir from its latest checkpoint")
         p.add_argument("--smoke", action="store_true", help="apply the recipe's smoke: overrides (a tiny run)")
-        p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop after N steps (resume later)")
+        p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                       help="stop after N steps, pretraining included (resume later)")
+        p.add_argument("--allow-changed-recipe", action="store_true",
+                       help="with --resume: continue even though the recipe differs from the stored one")
         p.set_defaults(func=_train)
 
     train = sub.add_parser("train", help="fine-tune a tunified model as a YAML recipe says")
@@ -250,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="turn a training run's final checkpoint into a published folder")
     pub.add_argument("run_dir")
     pub.add_argument("--to", required=True, help="output folder")
-    pub.add_argument("--name", default=None)
+    pub.add_argument("--name", default=None, help="model name (default: the --to folder's name)")
     pub.add_argument("--zoo", action="store_true", help="also list it in zoo/index.json")
     pub.add_argument("--recipe", default=None, help="recipe path to record in the zoo entry")
     pub.set_defaults(func=_publish)
@@ -291,18 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .training.trainer import NonFiniteLossError
+    """Run one command; a failure prints one line on stderr and returns non-zero (never a traceback,
+    unless TUNIFY_TRACEBACK=1)."""
+    from .cli_errors import describe, show_traceback
 
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except NonFiniteLossError as exc:
-        print(f"tunify: training stopped: {exc}", file=sys.stderr)
-        return 3
-    except (KeyError, ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"tunify: error: {message}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if show_traceback():
+            raise
+        message, code = describe(exc)
+        print(f"tunify: {message}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt as exc:
+        message, code = describe(exc)
+        print(f"\ntunify: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..training.files import atomic_write_text
+
 __all__ = ["write_card", "sweep_table"]
 
 
@@ -71,5 +73,5 @@ def write_card(folder: Path, config: Dict[str, Any], has_strip: bool, notes: Opt
     if notes:
         parts += [notes.strip(), ""]
     path = folder / "README.md"
-    path.write_text("\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))
     return path

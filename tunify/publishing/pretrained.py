@@ -28,6 +28,7 @@ from .. import __version__
 from ..archs import create_model
 from ..archs.weights import state_mismatch
 from ..surgery import TunableModel, tunify
+from ..training.files import FILE_MODE, atomic_write_text
 
 __all__ = ["save_pretrained", "from_pretrained", "sha256_file", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION"]
 
@@ -76,12 +77,13 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
     state = {k: v.detach().cpu().contiguous() for k, v in tm.model.state_dict().items()}
     tmp = folder / f".{WEIGHTS_NAME}.tmp"
     save_file(state, str(tmp), metadata={"format": "tunify", "format_version": str(FORMAT_VERSION)})
+    os.chmod(tmp, FILE_MODE)
     tmp.replace(folder / WEIGHTS_NAME)
     recipe_sha = None
     if recipe is not None:
         import yaml
 
-        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         recipe_sha = recipe.digest()
     descriptions = {o.name: o.description for o in getattr(recipe, "objectives", [])}
     space, report = tm.lam_space, tm.tunify_report
@@ -109,7 +111,7 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
         "weights_sha256": sha256_file(folder / WEIGHTS_NAME),
         "metrics": metrics,
     }
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2))
     if strip is not None and Path(strip).is_file() and Path(strip).resolve() != (folder / "sweep.png").resolve():
         shutil.copyfile(strip, folder / "sweep.png")
     write_card(folder, config, has_strip=(folder / "sweep.png").is_file(), notes=notes)
@@ -146,15 +148,50 @@ def _read_config(folder: Path) -> Dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); the file is corrupted") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the mapping of a tunify config")
     if config.get("format") != "tunify":
         raise ValueError(f"{path} is not a tunify config (format={config.get('format')!r})")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path}: field 'format_version' must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{path} uses format version {config['format_version']}; this tunify ({__version__}) "
                          f"reads up to {FORMAT_VERSION}: upgrade tunify")
     for key in ("arch", "p", "objectives", "lam_space"):
         if key not in config:
-            raise ValueError(f"{path} lacks the key {key!r}")
+            raise ValueError(f"{path} lacks the field {key!r}; the file is incomplete: copy or download the folder again")
+    _check_fields(config, path)
     return config
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# field -> (check, what it must be); fields that may be absent are checked only when present
+_FIELDS = {
+    "arch": (lambda v: isinstance(v, str) and bool(v), "a non-empty string (registry name, 'timm:<name>' or 'module:Class')"),
+    "arch_kwargs": (lambda v: isinstance(v, dict), "a mapping of keyword arguments"),
+    "p": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer ≥ 1"),
+    "objectives": (lambda v: isinstance(v, list) and all(isinstance(o, str) or (isinstance(o, dict) and isinstance(
+        o.get("name"), str)) for o in v), "a list of names or of {name: ..., description: ...} mappings"),
+    "lam_space": (lambda v: v in ("simplex", "box"), "'simplex' or 'box'"),
+    "targets": (lambda v: v is None or _is_str_list(v), "null or a list of strings"),
+    "exclude": (lambda v: v is None or _is_str_list(v), "null or a list of strings"),
+    "format_version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "weights_sha256": (lambda v: v is None or isinstance(v, str), "null or a hex string"),
+    "metrics": (lambda v: v is None or isinstance(v, dict), "null or a mapping"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _check_fields(config: Dict[str, Any], path: Path) -> None:
+    """Every known field of config.json has the right type; the error names the file and field."""
+    for key, (ok, what) in _FIELDS.items():
+        if key in config and not ok(config[key]):
+            raise ValueError(f"{path}: field {key!r} must be {what}, got {config[key]!r}; fix the field or copy "
+                             "the folder again")
 
 
 def _read_weights(folder: Path, config: Dict[str, Any]) -> Dict[str, torch.Tensor]:
@@ -174,8 +211,10 @@ def _read_weights(folder: Path, config: Dict[str, Any]) -> Dict[str, torch.Tenso
         try:
             data = torch.load(str(legacy), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{legacy} cannot be read safely ({type(exc).__name__}: {exc}); tunify never "
-                             "unpickles code: re-save it as safetensors") from exc
+            # torch's own message would suggest weights_only=False (running the file's code): never that.
+            raise ValueError(f"{legacy} is not a checkpoint tunify can read: not a torch file of plain tensors "
+                             f"({type(exc).__name__}: truncated, another format, or pickled objects; tunify never "
+                             "unpickles code). Re-save the weights as model.safetensors") from None
         return data
     raise FileNotFoundError(f"{folder} has neither {WEIGHTS_NAME} nor {LEGACY_WEIGHTS}")
 

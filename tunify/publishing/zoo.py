@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..surgery import TunableModel
+from ..training.files import atomic_write_text
 from .pretrained import WEIGHTS_NAME, _resolve, from_pretrained, sha256_file
 from .publish import is_run_dir, load_run
 
@@ -118,5 +119,5 @@ def add_to_zoo(folder: Union[str, Path], index: Optional[Union[str, Path]] = Non
     data = zoo_index(index_path)
     data["models"] = [m for m in data["models"] if m["name"] != entry["name"]] + [entry]
     index_path.parent.mkdir(parents=True, exist_ok=True)
-    index_path.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_text(index_path, json.dumps(data, indent=2) + "\n")
     return entry

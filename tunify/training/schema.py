@@ -17,7 +17,7 @@ import yaml
 
 from .._text import did_you_mean
 
-__all__ = ["RecipeLoader", "parse", "did_you_mean", "set_dotted", "load_yaml_text"]
+__all__ = ["RecipeLoader", "parse", "did_you_mean", "set_dotted", "load_yaml_text", "yaml_error_message"]
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -31,8 +31,24 @@ RecipeLoader.add_implicit_resolver(
 )
 
 
-def load_yaml_text(text: str) -> Any:
-    return yaml.load(text, Loader=RecipeLoader)
+def load_yaml_text(text: str, source: str = "") -> Any:
+    """Parse YAML (exponent floats included); with ``source``, a syntax error becomes a
+    ValueError naming the file, line and column."""
+    if not source:
+        return yaml.load(text, Loader=RecipeLoader)
+    try:
+        return yaml.load(text, Loader=RecipeLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(yaml_error_message(exc, source)) from None
+
+
+def yaml_error_message(exc: "yaml.YAMLError", source: str) -> str:
+    """``recipe.yaml, line 4, column 7: mapping values are not allowed here (while scanning ...)``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def _type_name(tp: Any) -> str:
@@ -108,23 +124,45 @@ def parse(cls: type, data: Any, where: str) -> Any:
     return obj
 
 
+def _index(node: list, key: str, dotted: str, done: str, append_ok: bool) -> int:
+    if not key.isdigit():
+        raise ValueError(f"--set {dotted}: {done or 'the recipe'} is a list, so {key!r} must be an index "
+                         f"(0 to {len(node) - 1})")
+    index, limit = int(key), len(node) if append_ok else len(node) - 1
+    if index > limit:
+        extra = f", or {len(node)} to append" if append_ok else ""
+        raise ValueError(f"--set {dotted}: {done} has {len(node)} item{'s' if len(node) != 1 else ''}, "
+                         f"so index {index} is past its end (use 0 to {len(node) - 1}{extra})")
+    return index
+
+
 def set_dotted(data: Dict[str, Any], dotted: str, value: Any) -> None:
-    """``set_dotted(d, "optim.lr", 1e-3)``; list items by index (``objectives.0.name``)."""
+    """``set_dotted(d, "optim.lr", 1e-3)``; list items by index (``objectives.0.name``; the
+    index one past the end appends). A missing mapping key is created (the recipe's schema
+    then names it if it is unknown); an index past a list or a key under a plain value fails
+    naming the path."""
     keys = dotted.split(".")
+    if not all(keys):
+        raise ValueError(f"--set {dotted}: empty key in the dotted path")
     node: Any = data
     for i, key in enumerate(keys[:-1]):
+        done = ".".join(keys[:i])
         if isinstance(node, list):
-            node = node[int(key)]
+            node = node[_index(node, key, dotted, done, append_ok=False)]
             continue
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {dotted}: {done} is {node!r}, not a mapping, so it has no key {key!r}")
         if node.get(key) is None:
             node[key] = [] if keys[i + 1].isdigit() else {}
         node = node[key]
-    last = keys[-1]
+    last, done = keys[-1], ".".join(keys[:-1])
     if isinstance(node, list):
-        index = int(last)
+        index = _index(node, last, dotted, done, append_ok=True)
         if index == len(node):
             node.append(value)
         else:
             node[index] = value
-    else:
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        raise ValueError(f"--set {dotted}: {done} is {node!r}, not a mapping, so it has no key {last!r}")
