@@ -189,6 +189,12 @@ def test_quickstart_smoke_writes_strip_and_table(tmp_path, capsys):
     assert "| (1.00, 0.00) |" in out and "| input |" in out
     assert (tmp_path / "qs" / "sweep.png").stat().st_size > 1000
     assert (tmp_path / "qs" / "pretrain" / "checkpoints").is_dir()
+    # run twice: one line saying how to start over, and nothing touched
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "qs").rglob("*")}
+    assert main(["quickstart", "--smoke", "--out", str(tmp_path / "qs")]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a finished run (step 4 of 4" in err and "tunify quickstart --smoke --out DIR" in err
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "qs").rglob("*")} == before
 
 
 def test_two_process_ddp_run(tmp_path):
