@@ -84,15 +84,16 @@ def _read_curves(csv_path: Path) -> Dict[str, List[tuple]]:
 
 def plot_losses(csv_path: Path, png_path: Path, title: str = "", log: Callable[[str], None] = print) -> Optional[Path]:
     """The loss (and each objective's term) against the step, from metrics.csv, as a PNG.
-    Returns None, saying why, when matplotlib is missing or there is nothing to draw."""
+    Returns None when there is no curve to draw (fewer than two logged steps), and, saying
+    why, when matplotlib is missing."""
+    curves = _read_curves(csv_path) if Path(csv_path).is_file() else {}
+    if len(curves.get("loss", [])) < 2:  # a point is not a curve (and costs a figure per short fit call)
+        return None
     try:
         from matplotlib.figure import Figure  # no pyplot: no global backend, no window
     except ImportError:
         log(f"{png_path.name} not written: matplotlib is not installed (pip install matplotlib); "
             f"the numbers are in {csv_path}")
-        return None
-    curves = _read_curves(csv_path) if Path(csv_path).is_file() else {}
-    if not curves.get("loss"):
         return None
     fig = Figure(figsize=(6, 3.6), dpi=100)
     ax = fig.subplots()
