@@ -108,12 +108,13 @@ def test_layers_whose_weight_is_computed_are_skipped_with_reasons():
     tm = tunify(m, 2)
     reasons = {s.name: s.reason for s in tm.tunify_report.skipped}
     assert "pre-hook" in reasons["sn_old"] and "parametrization" in reasons["sn_new"]
-    assert "parametrization" in reasons["wn"] and "MultiheadAttention" in reasons["attn.out_proj"]
-    assert {c.name for c in tm.tunify_report.converted} == {"plain"}
+    assert "MultiheadAttention" in reasons["attn.out_proj"]
+    # weight norm is mixed then normalised (tests/test_rewriter_cases.py), not skipped
+    assert {c.name for c in tm.tunify_report.converted} == {"plain", "wn"}
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
-        assert_close(tm(x, lam=[[1.0, 0.0], [0.2, 0.8]]), m(x), rel=1e-5)
-    assert "skipped (4)" in str(tm.tunify_report)
+        assert_close(tm(x, lam=[[1.0, 0.0], [0.2, 0.8]]), m(x), rel=1e-4)  # wn mixes then normalises: rounding
+    assert "skipped (3)" in str(tm.tunify_report)
 
 
 def test_untraceable_model_uses_module_path_and_fx_mode_says_why():

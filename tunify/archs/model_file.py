@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 MODEL_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+SMALL = 16  # tensors up to this many values are recorded by value
 
 
 def is_model_file(name: Any) -> bool:
@@ -77,9 +78,12 @@ def model_file_config(descriptor) -> Dict[str, Any]:
     """JSON-able record that rebuilds ``descriptor``'s network without the original file:
     spandrel's architecture id, every tensor's name and shape, scale and size requirements."""
     req = descriptor.size_requirements
+    state = descriptor.model.state_dict()
     return {
         "spandrel_arch": str(descriptor.architecture.id),
-        "state_dict_shapes": {k: list(v.shape) for k, v in descriptor.model.state_dict().items()},
+        "state_dict_shapes": {k: list(v.shape) for k, v in state.items()},
+        # spandrel reads a few hyper-parameters from values (IPT's rgb range from sub_mean.bias)
+        "small_tensors": {k: v.flatten().tolist() for k, v in state.items() if v.numel() <= SMALL},
         "scale": int(descriptor.scale),
         "input_channels": int(descriptor.input_channels),
         "output_channels": int(descriptor.output_channels),
@@ -91,8 +95,8 @@ def model_file_config(descriptor) -> Dict[str, Any]:
 def model_from_config(config: Dict[str, Any]) -> nn.Module:
     """Rebuild the network a :func:`model_file_config` describes (weights are placeholders:
     load the real ones with ``load_state_dict``). Raises if spandrel detects another architecture."""
-    shapes = config["state_dict_shapes"]
-    state_dict = {k: torch.ones(v) for k, v in shapes.items()}
+    shapes, small = config["state_dict_shapes"], config.get("small_tensors", {})
+    state_dict = {k: torch.tensor(small[k]).reshape(v) if k in small else torch.ones(v) for k, v in shapes.items()}
     descriptor = descriptor_from_state_dict(state_dict, "the recorded model")
     if str(descriptor.architecture.id) != config["spandrel_arch"]:
         raise ValueError(

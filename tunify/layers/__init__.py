@@ -6,12 +6,16 @@ from .linear import TunableLinear
 from .module_layer import TunableModuleLayer
 from .functional import tunable_conv2d, tunable_linear
 from .parameter import TunableParameter, broadcastable, mix_parameter
+from .operand import mix_operand
+from .weight_norm import TunableWeightNormConv2d, weight_norm_of
 
 __all__ = [
     "TunableLayer",
     "TunableModuleLayer",
     "TunableConv2d",
     "TunableConvTranspose2d",
+    "TunableWeightNormConv2d",
+    "weight_norm_of",
     "TunableLinear",
     "TunableParameter",
     "coeff_scope",
@@ -19,6 +23,7 @@ __all__ = [
     "expand_rows",
     "mix",
     "mix_parameter",
+    "mix_operand",
     "split_by_rows",
     "stack_kernels",
     "broadcastable",

@@ -8,13 +8,16 @@ from typing import Any, Sequence, Union
 from torch import nn
 
 from ..lam import LamSpace
-from ..layers import TunableParameter
+from ..layers import TunableParameter, TunableWeightNormConv2d
 from .graph import rewrite_graph
-from .model import TunableModel
+from .model import TunableModel, hook_memo
 from .plan import Plan, apply_plan, make_plan
 from .report import Converted, TunifyReport
 from .targets import TargetSpec
-from .tracer import TraceFailure, trace
+from .tracer import TraceFailure, trace, traced_signature
+from .guard import check_equal_at_init, check_per_sample_routing
+from .layout import sequence_first_reasons
+from .writers import keep_writes_exact
 
 __all__ = ["tunify", "objective_names"]
 
@@ -50,7 +53,7 @@ def _copy_except_kernels(model: nn.Module, plan: Plan) -> nn.Module:
         for tensor in (module.weight, getattr(module, "bias", None)):
             if tensor is not None:
                 memo[id(tensor)] = tensor
-    return copy.deepcopy(model, memo)
+    return copy.deepcopy(model, hook_memo(model, memo))
 
 
 def _count(model: nn.Module) -> int:
@@ -58,7 +61,7 @@ def _count(model: nn.Module) -> int:
 
 
 def tunify(
-    model: nn.Module,
+    model: Any,
     objectives: Union[int, Sequence[Any]],
     *,
     targets: TargetSpec = None,
@@ -66,11 +69,17 @@ def tunify(
     lam_space: str = "simplex",
     mode: str = "auto",
     inplace: bool = False,
+    example_inputs: Any = None,
 ) -> TunableModel:
     """Make ``model`` tunable by p objectives; the result equals ``model`` for every valid λ.
 
     Args:
-        model: any nn.Module (left untouched unless ``inplace``).
+        model: any nn.Module (left untouched unless ``inplace``), or a spandrel
+            ``ModelDescriptor`` (what ``tunify.load_model_file(path)`` returns).
+        example_inputs: a tensor or tuple of forward arguments; when given, the result is run
+            against the original at a random shared and a random per-sample λ and
+            ``ConversionMismatch`` names the first layer that differs; then a per-sample call is
+            checked against running each row alone (a model that fails it runs rows separately).
         objectives: p, or the p objective names/specs.
         targets / exclude: which layers and weight-like tensors (names, dotted suffixes,
             regexes, types or ``fn(name, module)``); default: every conv and linear layer and
@@ -81,6 +90,28 @@ def tunify(
     Returns:
         TunableModel: ``tm(*inputs, lam=λ)`` with λ (B, p) or (p,).
     """
+    descriptor = None
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
+        descriptor, model = model, model.model  # a spandrel ModelDescriptor
+    if example_inputs is not None and inplace:
+        raise ValueError("example_inputs compares the result with the original, which inplace=True changes; "
+                         "pass inplace=False")
+    tm = _convert(model, objectives, targets, exclude, lam_space, mode, inplace)
+    if descriptor is not None:
+        from ..archs.model_file import model_file_config  # archs sits beside surgery; only a record
+
+        tm.model_file = model_file_config(descriptor)
+    if example_inputs is not None:
+        tm.eval() if not model.training else None
+        check_equal_at_init(model, tm, example_inputs)
+        reason = check_per_sample_routing(tm, example_inputs)
+        if reason:
+            tm.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
+    return tm
+
+
+def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: TargetSpec, lam_space: str,
+             mode: str, inplace: bool) -> TunableModel:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     names = objective_names(objectives)
@@ -95,10 +126,17 @@ def tunify(
             "tensor was selected. Check `targets`/`exclude`, or register your layer type with "
             "tunify.register_layer."
         )
+    writers, write_reasons = keep_writes_exact(work, plan)
+    write_reasons += sequence_first_reasons(work)
     graph, leaves, fallback = None, [], ""
-    if mode != "module":
+    root_is_layer = id(work) in plan.layers and plan.layers[id(work)][2] is TunableWeightNormConv2d
+    if id(work) in writers:  # a traced root forward would lose its own writes
+        if mode == "fx":
+            raise TraceFailure(f"{type(work).__name__}.forward writes a layer's weight; only mode='module' keeps it")
+        fallback = f"{type(work).__name__}.forward writes a layer's weight (kept on the module path)"
+    elif mode != "module" and not root_is_layer:  # a bare weight-normalised conv is its own path
         try:
-            graph, leaves = trace(work, set(plan.layers))
+            graph, leaves = trace(work, set(plan.layers) | writers)
         except TraceFailure as exc:
             if mode == "fx":
                 raise
@@ -113,6 +151,7 @@ def tunify(
             for name, (owner, p) in plan.params.items()
             if owner.parametrizations[p][0].per_sample == "split"
         ]
+    split_reasons = write_reasons + list(split_reasons)
     path = "fx" if gm is not None else "module"
     report = TunifyReport(
         model=type(model).__name__,
@@ -138,6 +177,7 @@ def tunify(
         report.per_sample = f"exact, by running each distinct λ row on the shared path ({shown})"
     report.seconds = time.perf_counter() - start
     tm = TunableModel(work, space, gm, split_reasons, report)
+    tm.graph_inputs = traced_signature(work) if gm is not None else None
     # Kept for save_pretrained: plain names/regex strings can be written to a config.
     tm.tunify_options = {"targets": _plain(targets), "exclude": _plain(exclude), "mode": mode,
                          "serializable": (targets is None or _plain(targets) is not None)

@@ -4,7 +4,9 @@
 registered type are converted too; when they bring their own forward (timm's Conv2dSame,
 StdConv2d, ScaledStdConv2d) the tunable layer keeps calling that forward with the mixed
 weight, so their padding or weight standardisation is kept. Layers whose weight is computed
-by something we cannot see (hooks, parametrizations) are refused with the reason.
+by something we cannot see (other hooks and parametrizations: spectral_norm) are refused
+with the reason; weight-normalised ``nn.Conv2d`` (old hook or parametrization) converts to
+``TunableWeightNormConv2d``, which mixes g and v and then normalises.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Dict, Optional, Tuple, Type
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..layers import TunableConv2d, TunableConvTranspose2d, TunableLinear, TunableModuleLayer
+from ..layers import (TunableConv2d, TunableConvTranspose2d, TunableLinear, TunableModuleLayer,
+                      TunableWeightNormConv2d, weight_norm_of)
 
 __all__ = ["LAYER_TYPES", "register_layer", "lookup_layer", "is_norm"]
 
@@ -45,6 +48,10 @@ def lookup_layer(module: nn.Module) -> Tuple[Optional[Type[TunableModuleLayer]],
     if tunable is None:
         return None, None
     name = type(module).__name__
+    if type(module) is nn.Conv2d or type(module).__bases__ == (nn.Conv2d,) and parametrize.is_parametrized(module):
+        found = weight_norm_of(module)
+        if found is not None and len(module._forward_pre_hooks) == (found[0] == "hook"):
+            return TunableWeightNormConv2d, None
     if parametrize.is_parametrized(module):
         return None, f"{name}'s weight is computed by a parametrization (weight_norm/spectral_norm style)"
     if hasattr(module, "weight_orig") or hasattr(module, "weight_g") or module._forward_pre_hooks:
@@ -53,4 +60,6 @@ def lookup_layer(module: nn.Module) -> Tuple[Optional[Type[TunableModuleLayer]],
         return None, "output projection of nn.MultiheadAttention, whose fused kernel reads the weight itself"
     if not isinstance(getattr(module, "weight", None), nn.Parameter):
         return None, f"{name} has no weight parameter"
+    if module.weight.numel() == 0:
+        return None, f"{name} has an empty weight {tuple(module.weight.shape)}: nothing to tune"
     return tunable, None

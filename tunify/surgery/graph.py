@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
+import operator
+
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import TunableModuleLayer, TunableParameter, mix_parameter, tunable_conv2d, tunable_linear
+from ..layers import (TunableModuleLayer, TunableParameter, broadcastable, mix_operand, mix_parameter, tunable_conv2d,
+                      tunable_linear)
 
 __all__ = ["COEFFS_INPUT", "rewrite_graph"]
 
@@ -28,20 +31,20 @@ _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "group
 _LINEAR_ARGS = ("input", "weight", "bias")
 
 
-def _stack_reads(root: nn.Module) -> Dict[str, Tuple[str, str]]:
-    """Map every attribute path a graph may read to (stack path, per-sample mode)."""
-    reads: Dict[str, Tuple[str, str]] = {}
+def _stack_reads(root: nn.Module) -> Dict[str, Tuple[str, str, tuple]]:
+    """Map every attribute path a graph may read to (stack path, per-sample mode, shape)."""
+    reads: Dict[str, Tuple[str, str, tuple]] = {}
     for name, module in root.named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(module, TunableModuleLayer):
-            reads[f"{prefix}weight"] = (f"{prefix}weights", "split")
+        if isinstance(module, TunableModuleLayer) and isinstance(getattr(module, "weights", None), nn.Parameter):
+            reads[f"{prefix}weight"] = (f"{prefix}weights", "split", ())
             if module.biases is not None:
-                reads[f"{prefix}bias"] = (f"{prefix}biases", "split")
+                reads[f"{prefix}bias"] = (f"{prefix}biases", "split", ())
         plist = getattr(module, "parametrizations", None)
         if isinstance(plist, nn.ModuleDict):
             for pname, entry in plist.items():
                 if entry and isinstance(entry[0], TunableParameter):
-                    reads[f"{prefix}{pname}"] = (f"{prefix}parametrizations.{pname}.original", entry[0].per_sample)
+                    reads[f"{prefix}{pname}"] = (f"{prefix}parametrizations.{pname}.original", "operand", entry[0].shape)
     return reads
 
 
@@ -59,6 +62,53 @@ def _named_args(node: fx.Node, names: Tuple[str, ...]) -> Dict[str, object]:
     return out
 
 
+_ELEMENTWISE = {operator.mul, operator.add, operator.sub, operator.truediv, torch.mul, torch.add, torch.sub, torch.div}
+
+
+def _other_operand(user: fx.Node, node: fx.Node):
+    """The other tensor operand when ``user`` is a binary elementwise op on ``node``, else None."""
+    if user.op == "call_function" and user.target in _ELEMENTWISE and len(user.args) == 2 and not user.kwargs:
+        a, b = user.args
+        other = b if a is node else a if b is node else None
+        return other if isinstance(other, fx.Node) and other is not node else None
+    return None
+
+
+def _replace_read(graph: fx.Graph, node: fx.Node, read: Tuple[str, str, tuple], coeffs: fx.Node,
+                  split_reasons: List[str]) -> None:
+    """Put the mixture in place of one read of a tunable tensor.
+
+    A (1, *S') tensor met by binary elementwise ops gets a per-sample mixture shaped against
+    the other operand at run time (``mix_operand``); any other use takes the mixture whole,
+    which a per-sample λ must split by rows for.
+    """
+    stack_path, mode, shape = read
+    with graph.inserting_after(node):
+        stack = graph.get_attr(stack_path)
+    users = list(node.users)
+    others = [_other_operand(u, node) for u in users]
+    if mode != "split" and broadcastable(shape) and all(o is not None for o in others):
+        for user, other in zip(users, others):
+            with graph.inserting_before(user):
+                mixed = graph.call_function(mix_operand, (stack, coeffs, other))
+            user.replace_input_with(node, mixed)
+        return
+    with graph.inserting_after(stack):
+        mixed = graph.call_function(mix_parameter, (stack, coeffs, "split"))
+    node.replace_all_uses_with(mixed)
+    split_reasons.append(f"{node.target} is read whole in the forward")
+
+
+def _coeffs_placeholder(graph: fx.Graph) -> fx.Node:
+    """Add the ``tunify_coeffs=None`` input: after the last ordinary argument and before a
+    ``**kwargs`` one (nothing may follow a var-keyword argument)."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    var_kw = next((n for n in placeholders if str(n.target).startswith("**")), None)
+    where = graph.inserting_before(var_kw) if var_kw is not None else graph.inserting_after(placeholders[-1])
+    with where:
+        return graph.placeholder(COEFFS_INPUT, default_value=None)
+
+
 def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dict[str, str], List[str]]:
     """Patch ``graph`` (traced from ``root`` before its layers were swapped) and build it.
 
@@ -68,9 +118,7 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
     reads = _stack_reads(root)
     how: Dict[str, str] = {}
     split_reasons: List[str] = []
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    with graph.inserting_after(placeholders[-1]):
-        coeffs = graph.placeholder(COEFFS_INPUT, default_value=None)
+    coeffs = _coeffs_placeholder(graph)
 
     def stack_node(target: str, before: fx.Node) -> fx.Node:
         with graph.inserting_before(before):
@@ -103,14 +151,7 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
         if node.op != "get_attr" or node.target not in reads:
             continue
         if node.users:
-            stack_path, mode = reads[node.target]
-            with graph.inserting_after(node):
-                stack = graph.get_attr(stack_path)
-            with graph.inserting_after(stack):
-                mixed = graph.call_function(mix_parameter, (stack, coeffs, mode))
-            node.replace_all_uses_with(mixed)
-            if mode == "split":
-                split_reasons.append(f"{node.target} is read whole in the forward")
+            _replace_read(graph, node, reads[node.target], coeffs, split_reasons)
             how.setdefault(_reported_name(node.target, reads), "fx")
         graph.erase_node(node)
 

@@ -14,7 +14,20 @@ from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, spl
 from .graph import COEFFS_INPUT
 from .report import TunifyReport
 
-__all__ = ["TunableModel", "bake"]
+__all__ = ["TunableModel", "bake", "hook_memo"]
+
+
+def hook_memo(model: nn.Module, memo: Optional[dict] = None) -> dict:
+    """A deepcopy memo for ``model``: old-style weight_norm/spectral_norm keep a computed
+    (non-leaf) weight as a plain attribute, which deepcopy refuses; the copy gets a detached
+    clone, which its hook recomputes on the next forward anyway."""
+    memo = {} if memo is None else memo
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            tensor = module.__dict__.get(getattr(hook, "name", None) or "")
+            if isinstance(tensor, Tensor) and id(tensor) not in memo:
+                memo[id(tensor)] = tensor.detach().clone()
+    return memo
 
 
 def _first_batch(args: tuple, kwargs: dict) -> Optional[int]:
@@ -107,13 +120,22 @@ class TunableModel(nn.Module):
         """Run at λ ((B, p) or (p,)). ``group_by_lam`` runs each distinct λ row as a shared-λ
         sub-batch even where per-sample kernels are native (fast when rows repeat)."""
         coeffs = self.coefficients(lam, _first_batch(args, kwargs))
-        if coeffs.dim() == 2 and (self.split_reasons or group_by_lam):
+        off_graph = self._graph is not None and not self._graph_takes(args, kwargs)
+        if coeffs.dim() == 2 and (self.split_reasons or group_by_lam or off_graph):
             return split_by_rows(self._run, coeffs, args, kwargs)
         return self._run(*args, coeffs=coeffs, **kwargs)
 
+    def _graph_takes(self, args: tuple, kwargs: dict) -> bool:
+        """Whether the traced graph can run this call: it fixed every argument with a default
+        (and any ``**kwargs``) at trace time, so a call that gives one runs the module path."""
+        free = getattr(self, "graph_inputs", None)
+        if self._graph is None or free is None:
+            return self._graph is not None
+        return len(args) <= len(free) and all(k in free[len(args):] for k in kwargs)
+
     def _run(self, *args: Any, coeffs: Tensor, **kwargs: Any) -> Any:
         with coeff_scope(coeffs):
-            if self._graph is not None:
+            if self._graph_takes(args, kwargs):
                 return self._graph(*args, **kwargs, **{COEFFS_INPUT: coeffs})
             return self.model(*args, **kwargs)
 
@@ -139,7 +161,7 @@ def bake(tm: TunableModel, lam: LamLike) -> nn.Module:
     if lam.dim() != 1:
         raise ValueError(f"bake folds one λ of shape ({tm.p},); got shape {tuple(lam.shape)}")
     coeffs = tm.lam_space.coefficients(lam)
-    plain = copy.deepcopy(tm.model)
+    plain = copy.deepcopy(tm.model, hook_memo(tm.model))
     if isinstance(plain, TunableModuleLayer):
         return plain.to_plain(coeffs)
     baked: dict = {}

@@ -130,5 +130,8 @@ def apply_plan(model: nn.Module, plan: Plan, space: LamSpace) -> nn.Module:
         parent._modules[slot] = tunable_for(child)
     for owner, pname in plan.params.values():
         shape = tuple(owner._parameters[pname].shape)
-        parametrize.register_parametrization(owner, pname, TunableParameter(shape, k, zero_tail), unsafe=True)
+        # Read by code no graph sees (module path, kept-whole modules), a (1, C, 1, 1) scale meets
+        # a (B, C, H, W) map; any other shape may line its leading 1 up with a non-batch axis.
+        per_sample = "broadcast" if len(shape) == 4 and shape[0] == 1 else "split"
+        parametrize.register_parametrization(owner, pname, TunableParameter(shape, k, zero_tail, per_sample), unsafe=True)
     return model

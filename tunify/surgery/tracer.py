@@ -5,18 +5,24 @@ failure is kept whole (a leaf) and tracing starts again, until it succeeds or th
 sits in the model's own forward (then the caller falls back to the module path). SwinIR's
 ``SwinTransformerBlock`` (``if self.input_resolution == x_size``) is found this way.
 
+Forward arguments with defaults (``def forward(self, x, mode=None)``) are traced at their
+default values (fx would otherwise pass a proxy, and ``if mode is None`` would take the wrong
+branch); :func:`traced_signature` says which arguments a graph call may carry, and the model
+runs calls that give the others on the module path.
+
 Tracing runs a model's forward with proxies; forwards that assign attributes
 (SwinIR's ``self.mean = self.mean.type_as(x)``) would leave proxies behind, so every
 module's attributes are snapshotted and restored around each attempt.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, Set, Tuple
 
 import torch.fx as fx
 from torch import nn
 
-__all__ = ["TraceFailure", "trace"]
+__all__ = ["TraceFailure", "trace", "default_args", "traced_signature"]
 
 
 class TraceFailure(RuntimeError):
@@ -36,6 +42,17 @@ class _LeafFindingTracer(fx.Tracer):
         super().__init__(autowrap_functions=autowrap)
         self.leaf_ids, self.leaf_types = leaf_ids, leaf_types
         self.failed: Any = None
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> Any:
+        # The root's arguments with defaults get their default, not a proxy: `if mode is None`
+        # then takes the branch a plain call takes. Their placeholders stay (unused).
+        root_fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
+        defaults = default_args(self.root) if is_module else {}
+        args = [
+            defaults[a.node.target] if isinstance(a, fx.Proxy) and a.node.target in defaults else a
+            for a in args
+        ]
+        return root_fn, args
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if id(m) in self.leaf_ids or (self.leaf_types and isinstance(m, self.leaf_types)):
@@ -67,6 +84,30 @@ def _restore(snap: List[Tuple[nn.Module, Dict[str, Any], Dict, Dict, Dict]]) -> 
                 m.__dict__[key] = value
         for live, saved in ((m._parameters, params), (m._buffers, buffers), (m._modules, modules)):
             live.update(saved)
+
+
+def default_args(model: nn.Module) -> Dict[str, Any]:
+    """{name: default} of the forward's arguments that have a default (not *args/**kwargs)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {
+        p.name: p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def traced_signature(model: nn.Module) -> Tuple[str, ...]:
+    """Names of the arguments a traced graph takes as inputs, in order (those with defaults
+    were fixed at their defaults while tracing; a call that gives them must not use the graph)."""
+    fixed = default_args(model)
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in fixed)
 
 
 def trace(model: nn.Module, leaf_ids: Set[int], max_attempts: int = 32) -> Tuple[fx.Graph, List[Tuple[str, str]]]:

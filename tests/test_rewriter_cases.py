@@ -1,0 +1,244 @@
+"""Forward code the rewriter once got wrong without raising, one minimal model per class:
+each must come out exact (or fall back exactly, with the reason in the report), and the
+guard must name the layer when something else goes wrong."""
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_close, perturb
+from torch import nn
+from torch.nn.utils import parametrizations, spectral_norm, weight_norm
+
+from tunify import bake, tunify
+from tunify.layers import TunableLayer, TunableWeightNormConv2d
+from tunify.surgery.guard import ConversionMismatch
+
+LAMS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]])
+
+
+def _check_tunable(model: nn.Module, x, rel: float = 1e-5, **kw):
+    """Equal at init (shared and per-sample λ); after perturbing, λ matters, rows equal
+    separate runs, bake equals the tunable model with the original's types, every stack gets
+    a gradient. Returns the tunable model."""
+    args = x if isinstance(x, tuple) else (x,)
+    model.eval()
+    with torch.no_grad():
+        ref = model(*[a.clone() for a in args])
+        tm = tunify(model, 2, example_inputs=args, **kw).eval()
+        for lam in ([0.3, 0.7], LAMS[: args[0].shape[0]]):
+            assert_close(tm(*[a.clone() for a in args], lam=lam), ref, rel=rel)
+        perturb(tm, seed=1)
+        a, b = tm(*args, lam=[1.0, 0.0]), tm(*args, lam=[0.0, 1.0])
+        assert (a - b).abs().max() > 1e-3 * a.abs().max()
+        out = tm(*args, lam=LAMS[: args[0].shape[0]])
+        for i in range(args[0].shape[0]):
+            assert_close(out[i : i + 1], tm(*[t[i : i + 1] for t in args], lam=LAMS[i]), rel=1e-4)
+        plain = bake(tm, [0.3, 0.7])
+        assert sorted(type(m).__name__ for m in plain.modules()) == sorted(type(m).__name__ for m in model.modules())
+        assert_close(plain(*args), tm(*args, lam=[0.3, 0.7]), rel=1e-4)
+    tm.train()  # eval forwards of re-parameterised blocks detach their branches, as the original does
+    tm(*args, lam=LAMS[: args[0].shape[0]]).pow(2).mean().backward()
+    for module in tm.modules():
+        if isinstance(module, TunableLayer):
+            for name, p in module.named_parameters(recurse=False):
+                assert p.grad is not None and (p.grad.reshape(p.shape[0], -1).abs().sum(1) > 0).all(), name
+    return tm
+
+
+# -- a forward that writes a layer's weight (re-parameterised blocks in eval mode) -------------
+class Reparam(nn.Module):
+    """Eval forward rebuilds `fused` from two branches, as SPAN's Conv3XC does."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.fused = nn.Conv2d(4, 4, 3, padding=1)
+        self.inplace = inplace
+        self.head = nn.Conv2d(4, 4, 1)
+
+    def update(self):
+        w = self.a.weight.data.clone() + F.pad(self.b.weight.data, [1, 1, 1, 1])
+        if self.inplace:
+            self.fused.weight.copy_(w)
+            self.fused.bias.copy_(self.a.bias + self.b.bias)
+        else:
+            self.fused.weight.data = w
+            self.fused.bias.data = self.a.bias.data + self.b.bias.data
+
+    def forward(self, x):
+        if self.training:
+            y = self.a(x) + self.b(x)
+        else:
+            with torch.no_grad():
+                self.update()
+            y = self.fused(x)
+        return self.head(torch.relu(y))
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["data=", "copy_"])
+def test_forward_that_writes_a_weight_stays_exact(inplace):
+    tm = _check_tunable(Reparam(inplace), torch.randn(3, 4, 8, 8))
+    skipped = {s.name: s.reason for s in tm.tunify_report.skipped}
+    assert "Reparam.update" in skipped["fused"]
+    assert "writes fused" in tm.tunify_report.per_sample
+    # the written weight follows λ: the branches' kernels decide the output in eval mode
+    with torch.no_grad():
+        x = torch.randn(1, 4, 8, 8)
+        tm.model.a.weights[1].add_(1.0)
+        assert not torch.allclose(tm(x, lam=[1.0, 0.0]), tm(x, lam=[0.0, 1.0]))
+
+
+# -- forward arguments with defaults -----------------------------------------------------------
+class Defaults(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+        self.b = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, mode=None, degrees=(None, None)):
+        if mode is None:
+            x = self.a(x)
+        if degrees[0] is None:
+            x = x * 2
+        return self.b(x) if mode != "skip_b" else x
+
+
+def test_forward_defaults_are_traced_at_their_values():
+    m = Defaults().eval()
+    x = torch.randn(3, 3, 6, 6)
+    tm = _check_tunable(m, x)
+    assert tm.tunify_report.path == "fx"
+    with torch.no_grad():  # a call that gives a defaulted argument runs the module path, still exact
+        fresh = tunify(m, 2)
+        assert_close(fresh(x, "skip_b", lam=LAMS), m(x, "skip_b"))
+        assert_close(fresh(x, mode="other", lam=[0.5, 0.5]), m(x, mode="other"))
+
+
+# -- forward(self, x, **kwargs) ----------------------------------------------------------------
+class VarKeyword(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x, **kwargs):
+        return self.conv(x) + x
+
+
+def test_var_keyword_forward_traces():
+    tm = _check_tunable(VarKeyword(), torch.randn(3, 3, 6, 6))
+    assert tm.tunify_report.path == "fx"
+
+
+# -- weight-like tensors with a leading 1 that is not the batch ------------------------------
+class Temperature(nn.Module):
+    """A (1, 1, 1) temperature over (B, heads, N, N) attention (DITN), and a (1, 1, 1) one over
+    windows folded into the batch (B·nW, N, N)."""
+
+    def __init__(self, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(4, 12)
+        self.temperature = nn.Parameter(torch.full((1, 1, 1), 1.5))
+        self.window_temperature = nn.Parameter(torch.full((1, 1, 1), 0.7))
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):  # x (B, N, C)
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature       # (B, h, N, N) · (1, 1, 1)
+        y = (attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        w = y.reshape(b * 2, n // 2, c)                              # windows into the batch
+        w = torch.softmax(w @ w.transpose(1, 2) * self.window_temperature, -1) @ w
+        return self.proj(w.reshape(b, n, c))
+
+
+def test_leading_one_that_is_not_the_batch():
+    tm = _check_tunable(Temperature(heads=3 - 1), torch.randn(3, 6, 4))
+    assert tm.tunify_report.path == "fx"
+    assert "temperature" in tm.tunify_report.names() and tm.tunify_report.per_sample == "native"
+
+
+def test_leading_one_on_the_module_path():
+    class Branchy(Temperature):
+        def forward(self, x):
+            if bool(x.sum() > -1e9):  # untraceable: module path
+                return super().forward(x)
+            return x
+
+    tm = _check_tunable(Branchy(heads=2), torch.randn(2, 6, 4))  # heads == B: a broadcast would pass silently
+    assert tm.tunify_report.path == "module" and "temperature" in tm.tunify_report.per_sample
+
+
+# -- sequence-first activations ----------------------------------------------------------------
+class SequenceFirst(nn.Module):
+    """A transformer block on (L, B, C) with its feed-forward linears after the attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2)      # batch_first=False
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 4)
+
+    def forward(self, x):  # x (B, L, C)
+        t = x.transpose(0, 1)                        # (L, B, C)
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        t = t + self.fc2(torch.relu(self.fc1(t)))
+        return t.transpose(0, 1)
+
+
+def test_sequence_first_linears_split_rows():
+    tm = _check_tunable(SequenceFirst(), torch.randn(3, 6, 4))  # L = 6 is a multiple of B = 3
+    assert "sequence-first" in tm.tunify_report.per_sample
+
+
+# -- weight norm and spectral norm -------------------------------------------------------------
+class Normed(nn.Module):
+    def __init__(self, new: bool):
+        super().__init__()
+        wn = parametrizations.weight_norm if new else weight_norm
+        sn = parametrizations.spectral_norm if new else spectral_norm
+        self.wn = wn(nn.Conv2d(3, 6, 3, padding=1))
+        self.wn_all = wn(nn.Conv2d(6, 6, 3, padding=1, padding_mode="reflect"), dim=None)
+        self.sn = sn(nn.Conv2d(6, 6, 3, padding=1))
+        self.out = nn.Conv2d(6, 3, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.sn(torch.relu(self.wn_all(torch.relu(self.wn(x)))))))
+
+
+@pytest.mark.parametrize("new", [False, True], ids=["old-hooks", "parametrizations"])
+def test_weight_norm_becomes_tunable_and_old_hooks_deepcopy(new):
+    m = Normed(new)  # no forward before tunify: old hooks hold a non-leaf weight deepcopy refuses
+    tm = _check_tunable(m, torch.randn(3, 3, 8, 8), rel=1e-4)
+    layers = dict(tm.model.named_modules())
+    assert isinstance(layers["wn"], TunableWeightNormConv2d) and isinstance(layers["wn_all"], TunableWeightNormConv2d)
+    assert "sn" in {s.name for s in tm.tunify_report.skipped}
+    plain = bake(tm, [0.5, 0.5])
+    g = plain.wn.weight_g if not new else plain.wn.parametrizations.weight.original0
+    assert_close(g, tm.model.wn.weights_g.mean(0))
+
+
+# -- the guard ---------------------------------------------------------------------------------
+class TypeBranch(nn.Module):
+    """Asks for its layer's exact type (and branches on data, so only the module path converts
+    it): a conversion changes the answer, at init already."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 3, 1)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        if bool(x.sum() > -1e9) and type(self.conv) is nn.Conv2d:
+            return self.conv(x)
+        return x
+
+
+def test_guard_names_the_first_differing_layer():
+    m = TypeBranch().eval()
+    x = torch.randn(2, 3, 6, 6)
+    tunify(m, 2)  # without example inputs nothing runs, nothing is checked
+    with pytest.raises(ConversionMismatch, match=r"first differing layer: conv \(Conv2d\)"):
+        tunify(m, 2, example_inputs=x)
+    tunify(m, 2, example_inputs=x, exclude=["conv"])  # the fix the message suggests

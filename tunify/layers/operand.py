@@ -1,0 +1,40 @@
+"""A weight-like tensor ``(1, *S')`` meeting an activation in one elementwise op, per sample.
+
+NAFNet's ``x * self.beta`` with β (1, C, 1, 1) takes one β per sample by giving the mixed
+tensor a leading sample axis. That is only right when the leading 1 lines up with the
+activation's batch axis, i.e. when both have the same number of dimensions. A ``(1, 1, 1)``
+temperature multiplied into ``(B, heads, N, N)`` attention lines its 1 up with the heads axis;
+there the per-sample value must be ``(B, 1, 1, 1)``. :func:`mix_operand` looks at the other
+operand at run time and shapes the mixture so that broadcasting gives each sample its own.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from .base import expand_rows, mix
+from .parameter import mix_parameter
+
+__all__ = ["mix_operand"]
+
+
+def mix_operand(stack: Tensor, coeffs: Tensor, other: Any) -> Tensor:
+    """stack (K, 1, *S'), coeffs (K,) or (N, K), other: the op's other operand.
+
+    Shared coeffs → (1, *S'). Per sample, other (N·k, ...) with D ≥ 1 + len(S') dims →
+    (N·k, 1, ..., 1, *S') with D dims, so that sample n meets its own mixture (rows folded per
+    sample, as window attention folds windows, repeat each sample's row).
+    """
+    if coeffs.dim() == 1:
+        return mix_parameter(stack, coeffs, "broadcast")
+    shape = tuple(stack.shape[1:])
+    if not isinstance(other, Tensor) or other.dim() < len(shape):
+        raise RuntimeError(
+            f"a per-sample λ cannot give each sample its own copy of a weight-like tensor of shape "
+            f"{shape} here: the other operand has fewer dimensions, so no axis of it is the batch. "
+            "Pass one λ shared by the batch, or exclude this tensor from `targets`."
+        )
+    rows = expand_rows(coeffs, other.shape[0], "operand")
+    mixed = mix(stack.reshape(stack.shape[0], *shape[1:]), rows)  # (N·k, *S')
+    return mixed.reshape(mixed.shape[0], *([1] * (other.dim() - len(shape))), *shape[1:])
