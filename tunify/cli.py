@@ -1,12 +1,15 @@
 """The ``tunify`` command line.
 
     tunify quickstart                        # the embedded default: a denoiser with a grain knob
-    tunify train RECIPE.yaml [--set optim.lr=1e-4 ...] [--resume] [--smoke]
+    tunify train RECIPE.yaml [--set optim.lr=1e-4 ...] [--resume [--allow-changed-recipe]] [--smoke] [--stop-after N]
     tunify convert nafnet-width32            # tunify a registry model, print the report and checks
     tunify publish RUN --to DIR | tunify load NAME [--verify] | tunify zoo
     tunify export NAME --format onnx|torch-export --out FILE [--lam 0.3,0.7]
     tunify demo [NAME]                       # a local page: upload an image, move λ
     tunify sweep NAME --images DIR [--points 11] [--out DIR]   # metrics, plots and a grid across λ
+
+Every failure prints one line (``tunify: error: ...``) and exits non-zero: 2 for a problem with
+the input, 3 when training stopped on a NaN/inf loss, 1 for a bug (TUNIFY_TRACEBACK=1 shows it).
 """
 from __future__ import annotations
 

@@ -129,8 +129,8 @@ def write_sweep(tm: TunableModel, batch: Dict[str, torch.Tensor], out: Path, poi
     lines += [f"| ({', '.join(f'{v:.2f}' for v in r['lam'])}) | {r['psnr']:.2f} | {r['ssim']:.4f} |" for r in rows]
     if noisy is not None:
         lines.append(f"| input | {noisy:.2f} | |")
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    (out / "sweep.json").write_text(json.dumps({"objectives": names, "rows": rows, "input_psnr": noisy}, indent=1))
+    atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "sweep.json", json.dumps({"objectives": names, "rows": rows, "input_psnr": noisy}, indent=1))
     strip_note = "input | " if batch["lq"].shape == batch["gt"].shape else ""
     return {"rows": rows, "input_psnr": noisy, "table": "\n".join(lines),
             "strip": f"{strip_note}outputs at λ {[r['lam'] for r in rows]} | clean"}
