@@ -133,6 +133,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         run_recipe(recipe, log=lambda s: None)
     last = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert last is not None and str(last) in str(err.value) and "--resume" in str(err.value)
+    assert "Lower optim.lr" in str(err.value)  # the fine-tune's key (the pretraining names pretrain.lr)
     step, state, _ = load_checkpoint(last)
     assert all(torch.isfinite(t).all() for t in state.values())
 
