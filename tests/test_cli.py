@@ -129,7 +129,8 @@ def test_a_run_reports_its_steps_and_its_stages_and_refuses_to_be_overwritten(tm
     assert not any("lam0" in b for b in bars if b.startswith("small pretrain"))
     assert any("lam0" in b for b in bars if b.startswith("small fine-tune"))
     assert (tmp_path / "run" / "loss.png").is_file() and (tmp_path / "run" / "pretrain" / "loss.png").is_file()
-    _fails(capsys, ["train", path], "holds a run (fine-tune checkpoint at step 2)", f"`tunify train {path} --resume`")
+    _fails(capsys, ["train", path], "holds an unfinished run (fine-tune checkpoint at step 2 of 4)",
+           f"continue it with `tunify train {path} --resume`", "--set output.dir=DIR")
     assert main(["train", path, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "ran 0 pretrain steps + 2 fine-tune steps in" in out and "resumed from step 2); fine-tune at step 4 of 4" in out

@@ -3,6 +3,7 @@
     tunify quickstart                        # the embedded default: a denoiser with a grain knob
     tunify train RECIPE.yaml [--set optim.lr=1e-4 ...] [--resume [--allow-changed-recipe]] [--smoke] [--stop-after N]
     tunify convert nafnet-width32            # tunify a registry model, print the report and checks
+    tunify convert 4x_model.pth              # any model file spandrel reads (.pth/.pt/.ckpt/.safetensors)
     tunify publish RUN --to DIR | tunify load NAME [--verify] | tunify zoo
     tunify export NAME --format onnx|torch-export --out FILE [--lam 0.3,0.7]
     tunify demo [NAME]                       # a local page: upload an image, move λ
@@ -35,34 +36,52 @@ def _kwargs(pairs: List[str]) -> dict:
     return out
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _convert_source(args: argparse.Namespace):
+    """(model, tunify's first argument, example inputs): a model file goes through spandrel,
+    its inputs sized as the file's architecture requires; anything else through create_model."""
     from .archs import create_model
+    from .archs.model_file import describe, example_inputs, is_model_file, load_model_file
+
+    if is_model_file(args.model):
+        if args.arg:
+            raise ValueError("--arg sets architecture arguments, but a model file brings its own; drop --arg")
+        descriptor = load_model_file(args.model)
+        print(describe(descriptor, args.model))
+        return descriptor.model.eval(), descriptor, example_inputs(descriptor, args.size, args.batch)
+    model = create_model(args.model, **_kwargs(args.arg)).eval()
+    return model, model, (torch.rand(args.batch, args.channels, args.size, args.size),)
+
+
+def _convert(args: argparse.Namespace) -> int:
     from .surgery import bake, tunify
 
     torch.manual_seed(0)
-    model = create_model(args.model, **_kwargs(args.arg)).eval()
+    model, source, xs = _convert_source(args)
     objectives = args.objectives.split(",") if args.objectives else 2
-    tm = tunify(model, objectives, lam_space=args.lam_space, mode=args.mode)
+    # the guard: raises naming the first layer that differs from the original at init
+    tm = tunify(source, objectives, lam_space=args.lam_space, mode=args.mode, example_inputs=xs)
     print(tm.tunify_report if args.full else tm.tunify_report.summary())
-    x = torch.rand(args.batch, args.channels, args.size, args.size)
     p = tm.p
     lams = [tm.lam_space.vertex(i) for i in range(p)] + [torch.full((p,), 1.0 / p if args.lam_space == "simplex" else 0.5)]
+    first = lambda out: out[0] if isinstance(out, (tuple, list)) else out  # noqa: E731
+    run = lambda m, **kw: first(m(*[x.clone() for x in xs], **kw))  # noqa: E731  (some forwards edit inputs)
     print("\nchecks (untrained tunable model must equal the original at every λ):")
     with torch.no_grad():
-        ref = model(x)
+        ref = run(model)
         for lam in lams:
-            err = (tm(x, lam=lam) - ref).abs().max().item()
+            err = (run(tm, lam=lam) - ref).abs().max().item()
             print(f"  λ={[round(v, 3) for v in lam.tolist()]}: max |tm - original| = {err:.2e}")
         rows = torch.stack([lams[i % len(lams)] for i in range(args.batch)])
-        print(f"  per-sample λ ({args.batch} rows): max |tm - original| = {(tm(x, lam=rows) - ref).abs().max().item():.2e}")
+        print(f"  per-sample λ ({args.batch} rows): max |tm - original| = {(run(tm, lam=rows) - ref).abs().max().item():.2e}")
         plain = bake(tm, lams[-1])
-        print(f"  bake(λ) is a plain {type(plain).__name__}: max |baked - original| = {(plain(x) - ref).abs().max().item():.2e}")
+        print(f"  bake(λ) is a plain {type(plain).__name__}: max |baked - original| = {(run(plain) - ref).abs().max().item():.2e}")
         t0 = time.perf_counter()
-        model(x)
+        run(model)
         t1 = time.perf_counter()
-        tm(x, lam=lams[-1])
+        run(tm, lam=lams[-1])
         t2 = time.perf_counter()
-        print(f"  one forward at {args.size}x{args.size}: original {t1 - t0:.3f} s, tunable (shared λ) {t2 - t1:.3f} s")
+        side = xs[0].shape[-1]
+        print(f"  one forward at {side}x{side}: original {t1 - t0:.3f} s, tunable (shared λ) {t2 - t1:.3f} s")
     return 0
 
 
@@ -119,7 +138,8 @@ def _explain_existing(exc, args: argparse.Namespace) -> FileExistsError:
     if exc.step is not None and exc.total and exc.step >= exc.total and (out / "sweep.md").is_file():
         return FileExistsError(f"{out} already holds a finished run (step {exc.step} of {exc.total}; results in "
                                f"{out / 'sweep.md'}). To start over, delete {out} or run `{fresh}`")
-    return FileExistsError(f"{exc}. Continue it with `{cmd} --resume`, or start over with `{fresh}` "
+    return FileExistsError(f"{out} already holds an unfinished run ({exc.stage} checkpoint at step {exc.step} of "
+                           f"{exc.total}): continue it with `{cmd} --resume`, or start over with `{fresh}` "
                            f"(or delete {out})")
 
 
@@ -247,7 +267,7 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_DEMO_MODEL = "nafnet-grain-s25"
+DEFAULT_DEMO_MODEL = "realesr-compact-x4-pd"  # real Real-ESRGAN weights with a look–fidelity knob
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -274,8 +294,10 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help="tunify a registry model and print what was converted")
-    conv.add_argument("model", nargs="?", default="nafnet-width32", help="registry name or timm:<name> (default nafnet-width32)")
+    conv = sub.add_parser("convert", help="tunify a registry model or a model file and print what was converted")
+    conv.add_argument("model", nargs="?", default="nafnet-width32",
+                      help="registry name, timm:<name>, or a model file (.pth/.pt/.ckpt/.safetensors, read by spandrel) "
+                           "(default nafnet-width32)")
     conv.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="architecture keyword argument")
     conv.add_argument("--objectives", default="", help="comma-separated objective names (default: 2 unnamed)")
     conv.add_argument("--lam-space", default="simplex", choices=["simplex", "box"])

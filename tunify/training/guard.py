@@ -24,9 +24,9 @@ IGNORED_KEYS = ("output.dir", "output.progress")
 class RunExistsError(FileExistsError):
     """A fresh run was pointed at a folder that already holds a run."""
 
-    def __init__(self, message: str, out: Path, step: Optional[int], total: int):
+    def __init__(self, message: str, out: Path, step: Optional[int], total: int, stage: str = "fine-tune"):
         super().__init__(message)
-        self.out, self.step, self.total = out, step, total
+        self.out, self.step, self.total, self.stage = out, step, total, stage
 
 
 class RecipeChangedError(ValueError):
@@ -82,8 +82,9 @@ def check_run_dir(out: Path, recipe: Any, resume: bool, allow_changed_recipe: bo
         if fine is not None or pre is not None:
             stage, step = ("fine-tune", fine) if fine is not None else ("pretraining", pre)
             total = recipe.optim.steps if fine is not None else recipe.pretrain.steps if recipe.pretrain else 0
-            raise RunExistsError(f"{out} already holds a run ({stage} checkpoint at step {step}): pass --resume to "
-                                 "continue it, or choose another output dir (--set output.dir=...)", out, step, total)
+            raise RunExistsError(f"{out} already holds a run ({stage} checkpoint at step {step} of {total}): pass "
+                                 "--resume to continue it, or choose another output dir (--set output.dir=...)",
+                                 out, step, total, stage)
         return []
     if fine is None and pre is None:
         raise FileNotFoundError(f"nothing to resume: {out} holds no checkpoint (neither {out / 'checkpoints'} nor "
