@@ -74,14 +74,24 @@ def trained(name: str, model: nn.Module, recipe: Recipe, root: Path, log: Callab
     return model.eval()
 
 
-def build_methods(recipe: Recipe, tunable_source: Optional[str], steps: int, root: Path,
-                  log: Callable[[str], None]) -> Dict[str, nn.Module]:
+def train_one(name: str, recipe: Recipe, steps: int, root: Path, log: Callable[[str], None]) -> nn.Module:
+    """The oracle (plain fine-tune on the fidelity objective) or FiLM, trained or reused."""
     original = build_model(recipe.model).eval()
+    if name == "film":
+        names = [o.name for o in recipe.objectives]
+        return trained("film", FiLM(copy.deepcopy(original), names), variant(recipe, root / "film", steps), root, log,
+                       reference=original)
     fidelity = [o for o in recipe.objectives if o.target != "original"]
     if len(recipe.objectives) != 2 or len(fidelity) != 1:
         raise SystemExit("the recipe needs two objectives: one with target 'original', one fidelity objective")
     oracle_recipe = variant(recipe, root / "oracle", steps, [ObjectiveSpec(**dataclasses.asdict(fidelity[0]))], [1.0])
-    oracle = trained("oracle", copy.deepcopy(original), oracle_recipe, root, log, tunable=False)
+    return trained("oracle", copy.deepcopy(original), oracle_recipe, root, log, tunable=False)
+
+
+def build_methods(recipe: Recipe, tunable_source: Optional[str], steps: int, root: Path,
+                  log: Callable[[str], None]) -> Dict[str, nn.Module]:
+    original = build_model(recipe.model).eval()
+    oracle = train_one("oracle", recipe, steps, root, log)
     names = [o.name for o in recipe.objectives]
     if tunable_source:
         from tunify.publishing import resolve_model
@@ -90,8 +100,7 @@ def build_methods(recipe: Recipe, tunable_source: Optional[str], steps: int, roo
     else:
         tm = trained("tunable", tunify_from_recipe(original, recipe), variant(recipe, root / "tunable", steps), root, log,
                      reference=original)
-    film = trained("film", FiLM(copy.deepcopy(original), names), variant(recipe, root / "film", steps), root, log,
-                   reference=original)
+    film = train_one("film", recipe, steps, root, log)
     look = names.index([o.name for o in recipe.objectives if o.target == "original"][0])
     pair = [original, oracle] if look == 0 else [oracle, original]
     return {"original": original, "oracle": oracle, "tunable": tm, "dni": DNI(pair, names),
@@ -198,6 +207,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--images", type=int, default=3, help="held-out photos to measure")
     ap.add_argument("--out", default="benchmarks/results/real_weights")
     ap.add_argument("--smoke", action="store_true", help="3 steps a method, one 192 px photo (CI)")
+    ap.add_argument("--only", choices=("oracle", "film"), help="train (and cache) this one method, then stop: "
+                    "run methods in parallel processes, then measure with a plain run")
     args = ap.parse_args(argv)
     recipe = load_recipe(args.recipe, smoke=args.smoke)
     steps = 3 if args.smoke else (args.steps or recipe.optim.steps)
@@ -205,6 +216,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.only:
+        train_one(args.only, recipe, steps, root, print)
+        return 0
     methods = build_methods(recipe, args.tunable, steps, root, print)
     scale = recipe.data.train["degradation"][0].get("scale", 4)
     batch = eval_photos(recipe, size, count)

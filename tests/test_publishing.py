@@ -233,19 +233,27 @@ def test_bake_of_a_loaded_model(published):
     assert torch.allclose(bake(tm, [0.3, 0.7])(x), tm(x, lam=[0.3, 0.7]), atol=1e-6)
 
 
-def test_the_shipped_zoo_checkpoint_reproduces_its_card():
-    """zoo/nafnet-grain-s25, trained on this kind of machine: sha256-checked load, and the
-    card's λ sweep re-measured on the recipe's validation images within 0.05 dB."""
-    from tunify.cli import DEFAULT_DEMO_MODEL
+@pytest.mark.parametrize("name", list_zoo())
+def test_every_shipped_zoo_checkpoint_reproduces_its_card(name):
+    """Each zoo model, trained on this kind of machine: sha256-checked load, and the card's λ
+    sweep re-measured on the recipe's validation images within 0.05 dB; the knob spans a real
+    range, monotonically from the first objective's corner to the second's."""
     from tunify.publishing import zoo_entry
     from tunify.publishing.zoo import ZOO_DIR
 
-    assert DEFAULT_DEMO_MODEL in list_zoo()
-    entry = zoo_entry(DEFAULT_DEMO_MODEL)
-    assert entry["size"] < 5_000_000 and entry["lam"]["strong"] and entry["lam"]["grain"]
-    tm = from_zoo(DEFAULT_DEMO_MODEL)
+    entry = zoo_entry(name)
+    assert entry["size"] < 8_000_000 and all(entry["lam"].values())
+    tm = from_zoo(name)
     rows = verify_card(tm, ZOO_DIR.parent / entry["path"])
     assert len(rows) >= 5 and max(abs(r["delta"]) for r in rows) <= 0.05, rows
     psnr = [r["measured"] for r in rows]
-    assert psnr == sorted(psnr, reverse=True), "PSNR must fall monotonically from strong to grain"
-    assert psnr[0] - psnr[-1] > 5, "the knob must span a real range of denoising"
+    sign = 1 if psnr[-1] > psnr[0] else -1
+    steps = [sign * (b - a) for a, b in zip(psnr, psnr[1:])]
+    assert min(steps) > -0.05, f"PSNR must move one way along the knob (within 0.05 dB): {psnr}"
+    assert abs(psnr[0] - psnr[-1]) > 1, "the knob must span a real range"
+
+
+def test_the_demo_opens_on_a_zoo_model():
+    from tunify.cli import DEFAULT_DEMO_MODEL
+
+    assert DEFAULT_DEMO_MODEL in list_zoo()
