@@ -65,7 +65,14 @@ def register_arch(name: str, factory: Callable[..., nn.Module]) -> None:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build an architecture by registry name, ``timm:<name>`` or ``package.module:Class``."""
+    """Build an architecture by registry name, ``timm:<name>``, ``package.module:Class``, or a
+    model file (``.pth``/``.pt``/``.ckpt``/``.safetensors``, architecture and weights from spandrel)."""
+    from .model_file import is_model_file, load_model_file
+
+    if is_model_file(name):
+        if kwargs:
+            raise ValueError(f"{name} is a model file, which brings its own architecture; drop the kwargs {sorted(kwargs)}")
+        return load_model_file(name).model
     if name.startswith("timm:"):
         import timm
 

@@ -26,10 +26,13 @@ __all__ = [
     "model_file_config",
     "model_from_config",
     "describe",
+    "fit_size",
+    "example_inputs",
 ]
 
 MODEL_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-SMALL = 16  # tensors up to this many values are recorded by value
+SMALL = 64  # tensors up to this many values (integer ones up to SMALL_INT) are recorded by value
+SMALL_INT = 65536
 
 
 def is_model_file(name: Any) -> bool:
@@ -83,7 +86,9 @@ def model_file_config(descriptor) -> Dict[str, Any]:
         "spandrel_arch": str(descriptor.architecture.id),
         "state_dict_shapes": {k: list(v.shape) for k, v in state.items()},
         # spandrel reads a few hyper-parameters from values (IPT's rgb range from sub_mean.bias)
-        "small_tensors": {k: v.flatten().tolist() for k, v in state.items() if v.numel() <= SMALL},
+        "small_tensors": {k: v.flatten().tolist() for k, v in state.items()
+                          if v.numel() <= (SMALL if v.is_floating_point() else SMALL_INT)},
+        "hyperparameters": _jsonable(getattr(descriptor.model, "hyperparameters", {})),
         "scale": int(descriptor.scale),
         "input_channels": int(descriptor.input_channels),
         "output_channels": int(descriptor.output_channels),
@@ -92,11 +97,23 @@ def model_file_config(descriptor) -> Dict[str, Any]:
     }
 
 
+def _jsonable(values: Dict[str, Any]) -> Dict[str, Any]:
+    """The hyper-parameters spandrel detected, those JSON can hold (classes are left out)."""
+    out = {}
+    for key, value in dict(values).items():
+        if isinstance(value, (bool, int, float, str, type(None))):
+            out[key] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str, type(None))) for v in value):
+            out[key] = list(value)
+    return out
+
+
 def model_from_config(config: Dict[str, Any]) -> nn.Module:
     """Rebuild the network a :func:`model_file_config` describes (weights are placeholders:
     load the real ones with ``load_state_dict``). Raises if spandrel detects another architecture."""
     shapes, small = config["state_dict_shapes"], config.get("small_tensors", {})
     state_dict = {k: torch.tensor(small[k]).reshape(v) if k in small else torch.ones(v) for k, v in shapes.items()}
+    # (placeholder values: spandrel reads hyper-parameters from shapes, key names and the recorded values)
     descriptor = descriptor_from_state_dict(state_dict, "the recorded model")
     if str(descriptor.architecture.id) != config["spandrel_arch"]:
         raise ValueError(
@@ -120,3 +137,22 @@ def describe(descriptor, path: Optional[str] = None) -> str:
     return (f"{where}{descriptor.architecture.id} ({descriptor.purpose}, x{descriptor.scale}, "
             f"{descriptor.input_channels}->{descriptor.output_channels} channels"
             + (f", input {', '.join(need)}" if need else "") + ")")
+
+
+def fit_size(descriptor, size: int) -> int:
+    """The nearest side length ≥ ``size`` that the model's size requirements accept."""
+    req = descriptor.size_requirements
+    side = max(int(size), int(req.minimum or 1))
+    step = max(int(req.multiple_of or 1), 1)
+    return -(-side // step) * step
+
+
+def example_inputs(descriptor, size: int = 64, batch: int = 2, seed: int = 0) -> tuple:
+    """Forward arguments for ``descriptor.model``: images (B, C, S, S) in [0, 1] with S the
+    size the model accepts, plus a binary mask (B, 1, S, S) for inpainting models."""
+    g = torch.Generator().manual_seed(seed)
+    side = fit_size(descriptor, size)
+    image = torch.rand(batch, int(descriptor.input_channels), side, side, generator=g)
+    if str(descriptor.purpose) != "Inpainting":
+        return (image,)
+    return image, (torch.rand(batch, 1, side, side, generator=g) > 0.7).float()

@@ -30,7 +30,7 @@ def mix_operand(stack: Tensor, coeffs: Tensor, other: Any) -> Tensor:
         return mix_parameter(stack, coeffs, "broadcast")
     shape = tuple(stack.shape[1:])
     if not isinstance(other, Tensor) or other.dim() < len(shape):
-        raise RuntimeError(
+        raise ValueError(
             f"a per-sample λ cannot give each sample its own copy of a weight-like tensor of shape "
             f"{shape} here: the other operand has fewer dimensions, so no axis of it is the batch. "
             "Pass one λ shared by the batch, or exclude this tensor from `targets`."

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.utils._pytree import tree_map
 
 from ..lam import LamLike, LamSpace
 from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, split_by_rows
@@ -123,7 +124,22 @@ class TunableModel(nn.Module):
         off_graph = self._graph is not None and not self._graph_takes(args, kwargs)
         if coeffs.dim() == 2 and (self.split_reasons or group_by_lam or off_graph):
             return split_by_rows(self._run, coeffs, args, kwargs)
-        return self._run(*args, coeffs=coeffs, **kwargs)
+        if coeffs.dim() == 1:
+            return self._run(*args, coeffs=coeffs, **kwargs)
+        return self._run_per_sample(args, kwargs, coeffs)
+
+    def _run_per_sample(self, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
+        """Native per-sample kernels; where a layer finds that its rows do not follow the batch
+        (ValueError), every later call runs each distinct λ row on the shared path instead.
+        Inputs are cloned for the try: some forwards change their input in place."""
+        clone = lambda a: a.clone() if isinstance(a, Tensor) else a  # noqa: E731
+        try:
+            return self._run(*tree_map(clone, args), coeffs=coeffs, **tree_map(clone, kwargs))
+        except ValueError as exc:
+            reason = f"per-sample kernels cannot follow the batch here ({str(exc).splitlines()[0][:160]})"
+            self.split_reasons.append(reason)
+            self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
+            return split_by_rows(self._run, coeffs, args, kwargs)
 
     def _graph_takes(self, args: tuple, kwargs: dict) -> bool:
         """Whether the traced graph can run this call: it fixed every argument with a default

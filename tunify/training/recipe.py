@@ -25,11 +25,20 @@ __all__ = [
 
 @dataclass
 class ModelSpec:
-    arch: str                                  # registry name, "timm:<name>" or "package.module:Class"
+    # registry name, "timm:<name>" or "package.module:Class"; None when `weights` is a model
+    # file spandrel reads (architecture and hyper-parameters come from the file)
+    arch: Optional[str] = None
     kwargs: Dict[str, Any] = field(default_factory=dict)
-    weights: Optional[str] = None              # local path or URL of pretrained weights
+    weights: Optional[str] = None              # local path or URL of pretrained weights, or a model file
     weights_key: str = "auto"                  # params_ema | params | state_dict | model | none | auto
     strict: bool = True
+
+    def validate(self, where: str) -> None:
+        if self.arch is None and not self.weights:
+            raise ValueError(f"{where}: give `arch` (a registry name, timm:<name> or package.module:Class), or "
+                             "`weights` naming a model file (.pth/.pt/.ckpt/.safetensors) whose architecture spandrel detects")
+        if self.arch is None and self.kwargs:
+            raise ValueError(f"{where}.kwargs: a model file brings its own hyper-parameters; drop kwargs or give `arch`")
 
 
 @dataclass

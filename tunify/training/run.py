@@ -51,6 +51,12 @@ class RunResult:
 def build_model(spec: ModelSpec) -> nn.Module:
     """The plain network of a recipe: registry name, ``timm:<name>`` or ``package.module:Class``,
     with pretrained weights from a local path or URL when given."""
+    if spec.arch is None:  # a model file: spandrel detects the architecture from its tensors
+        from ..archs.model_file import load_model_file, model_file_config
+
+        descriptor = load_model_file(spec.weights)
+        descriptor.model.tunify_model_file = model_file_config(descriptor)
+        return descriptor.model
     model = create_model(spec.arch, **spec.kwargs)
     if spec.weights:
         try:
@@ -71,6 +77,8 @@ def tunify_from_recipe(model: nn.Module, recipe: Recipe) -> TunableModel:
     tm = tunify(model, [o.name for o in recipe.objectives], targets=t.targets, exclude=t.exclude,
                 lam_space=t.lam_space, mode=t.mode)
     tm.arch_source = {"arch": recipe.model.arch, "kwargs": dict(recipe.model.kwargs)}
+    if getattr(model, "tunify_model_file", None):  # built from a model file: what rebuilds it
+        tm.model_file = model.tunify_model_file
     return tm
 
 

@@ -1,0 +1,186 @@
+"""Every architecture in spandrel's main registry, as a user's model file: built small with
+random init (no zero tensors, so no branch hides), saved to a temporary file, loaded back
+through spandrel, tunified with the guard on, and checked as tests/test_zoo.py checks its
+models."""
+import copy
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+from conftest import assert_close
+from spandrel_zoo import SPANDREL_ZOO, SpandrelEntry
+from torch import nn
+
+from tunify import TunableLayer, TunableModel, bake, tunify
+from tunify.archs.model_file import load_model_file, model_file_config, model_from_config
+
+spandrel = pytest.importorskip("spandrel")
+SLOW = os.environ.get("TUNIFY_SLOW") == "1"
+LAMS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]])
+LAYER_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+ONLY = set(filter(None, os.environ.get("TUNIFY_SPANDREL_ONLY", "").split(",")))  # e.g. "SPAN,DAT"
+ENTRIES = [e for e in SPANDREL_ZOO if not ONLY or e.arch in ONLY]
+
+
+def test_every_registry_architecture_is_in_the_suite():
+    assert {str(s.architecture.id) for s in spandrel.MAIN_REGISTRY.architectures()} == {e.arch for e in SPANDREL_ZOO}
+
+
+@dataclass
+class Case:
+    entry: SpandrelEntry
+    model: nn.Module
+    args: tuple
+    tm: TunableModel
+    file: str
+
+
+def _leaves(out):
+    return [o for o in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(o, torch.Tensor)]
+
+
+def _close(a, b, rel=1e-4):
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        assert_close(x, y, rel=rel)
+
+
+def _call(model, args, **kw):
+    torch.manual_seed(0)  # AuraSR draws noise in its forward
+    return model(*[a.clone() for a in args], **kw)  # several forwards change their input in place
+
+
+@torch.no_grad()
+def _perturb(tm: nn.Module, seed: int = 1) -> None:
+    """Every kernel of every tunable tensor gets its own random offset."""
+    g = torch.Generator().manual_seed(seed)
+    stacks = [p for m in tm.modules() if isinstance(m, TunableLayer) for p in m.parameters(recurse=False)]
+    stacks += [p for n, p in tm.named_parameters() if n.endswith(".original")]
+    for p in stacks:
+        for k in range(p.shape[0]):
+            ref = p[k].abs().mean().item() if p[k].numel() else 0.0
+            p[k].add_(torch.randn(p[k].shape, generator=g) * (0.2 * ref if ref > 0 else 0.05))
+
+
+@pytest.fixture(scope="module", params=ENTRIES, ids=[e.arch for e in ENTRIES])
+def case(request, tmp_path_factory) -> Case:
+    entry: SpandrelEntry = request.param
+    if entry.slow and not SLOW:
+        pytest.skip(f"{entry.slow}; run with TUNIFY_SLOW=1")
+    torch.manual_seed(0)
+    built = entry.build().eval()
+    with torch.no_grad():
+        for t in list(built.parameters()) + list(built.buffers()):
+            if t.is_floating_point() and t.numel() and not t.any():
+                t.normal_(0, 0.1)
+    suffix = ".safetensors" if len(entry.arch) % 2 else ".pth"  # both readers, by turns
+    path = str(tmp_path_factory.mktemp("files") / f"{entry.arch}{suffix}")
+    state = {k: v.contiguous() for k, v in built.state_dict().items()}
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.clone() for k, v in state.items()}, path)
+    descriptor = load_model_file(path)
+    assert str(descriptor.architecture.id) == entry.arch
+    model = descriptor.model.eval()
+    args = entry.inputs()
+    tm = tunify(descriptor, ["fidelity", "perception"], example_inputs=args).eval()  # the guard runs
+    _perturb(tm)
+    return Case(entry, model, args, tm, path)
+
+
+def test_every_layer_converted_or_skipped_with_a_reason(case: Case):
+    report = case.tm.tunify_report
+    layers = {n for n, m in case.model.named_modules() if isinstance(m, LAYER_TYPES)}
+    accounted = {c.name for c in report.converted} | {a for c in report.converted for a in c.aliases}
+    skipped = {s.name: s.reason for s in report.skipped}
+    inside_skipped = {n for n in layers if any(n.startswith(s + ".") for s in skipped)}
+    assert layers <= accounted | set(skipped) | inside_skipped, sorted(layers - accounted - set(skipped))[:5]
+    assert all(reason for reason in skipped.values())
+    assert report.converted
+
+
+@torch.no_grad()
+def test_exact_at_init(case: Case):
+    fresh = tunify(case.model, 2).eval()
+    ref = _call(case.model, case.args)
+    n = case.args[0].shape[0]
+    for lam in ([0.4, 0.6], torch.distributions.Dirichlet(torch.ones(2)).sample((n,))):
+        _close(_call(fresh, case.args, lam=lam), ref)
+
+
+@torch.no_grad()
+def test_lam_changes_output(case: Case):
+    a = _leaves(_call(case.tm, case.args, lam=[1.0, 0.0]))[0]
+    b = _leaves(_call(case.tm, case.args, lam=[0.0, 1.0]))[0]
+    assert (a - b).abs().max() > 1e-4 * a.abs().max()
+
+
+@torch.no_grad()
+def test_per_sample_rows_equal_separate_runs(case: Case):
+    n = case.args[0].shape[0]
+    lams = LAMS[:n] if n > 1 else LAMS[2:]
+    out = _leaves(_call(case.tm, case.args, lam=lams))[0]
+    for i in range(n):
+        row = _leaves(_call(case.tm, tuple(a[i : i + 1] for a in case.args), lam=lams[i]))[0]
+        assert_close(out[i : i + 1], row)
+
+
+@torch.no_grad()
+def test_bake_equals_tunable_with_the_original_types(case: Case):
+    plain = bake(case.tm, [0.3, 0.7])
+    assert not any(isinstance(m, TunableLayer) for m in plain.modules())
+    assert sorted(type(m).__name__ for m in plain.modules()) == sorted(type(m).__name__ for m in case.model.modules())
+    _close(_call(plain, case.args), _call(case.tm, case.args, lam=[0.3, 0.7]))
+
+
+def _original_names(name: str) -> list:
+    """The original's parameter names behind a tunable stack ("model.conv.weights" → conv.weight)."""
+    name = name[len("model."):]
+    if name.endswith(".original"):  # a parametrized weight-like tensor
+        return [name[: -len(".original")].replace("parametrizations.", "")]
+    for stack, plain in ((".weights_g", ["weight_g", "parametrizations.weight.original0"]),
+                         (".weights_v", ["weight_v", "parametrizations.weight.original1"]),
+                         (".weights", ["weight"]), (".biases", ["bias"])):
+        if name.endswith(stack):
+            return [f"{name[: -len(stack)]}.{p}" for p in plain]
+    return []
+
+
+def test_every_tunable_tensor_gets_a_gradient(case: Case):
+    """In training mode (re-parameterised blocks train their branches), every tunable tensor
+    whose original tensor gets a gradient from the original's forward gets one too."""
+    lam = [0.3, 0.7]  # both kernels weigh in; a split per-sample batch would change BatchNorm's training statistics
+    original = {k: v for k, v in case.model.named_parameters()}
+    saved = copy.deepcopy(case.model.state_dict()), copy.deepcopy(case.tm.state_dict())  # training-mode BN stats
+    try:
+        case.model.train(), case.tm.train()
+        case.model.zero_grad(), case.tm.zero_grad()
+        _leaves(_call(case.model, case.args))[0].float().pow(2).mean().backward()
+        _leaves(_call(case.tm, case.args, lam=lam))[0].float().pow(2).mean().backward()
+        stacks = [(f"{mn}.{pn}", p) for mn, m in case.tm.named_modules() if isinstance(m, TunableLayer)
+                  for pn, p in m.named_parameters(recurse=False)]
+        stacks += [(n_, p) for n_, p in case.tm.named_parameters() if n_.endswith(".original")]
+        assert stacks
+        missing = []
+        for name, p in stacks:
+            sources = [original[o] for o in _original_names(name) if o in original]
+            assert sources, f"{name}: no original tensor found"
+            if any(s.grad is not None and s.grad.abs().sum() > 0 for s in sources) and p.grad is None:
+                missing.append(name)
+        assert not missing, f"{len(missing)} tensors got no gradient, e.g. {missing[:3]}"
+    finally:
+        case.model.load_state_dict(saved[0]), case.tm.load_state_dict(saved[1])
+        case.model.eval(), case.tm.eval()
+        case.model.zero_grad(), case.tm.zero_grad()
+
+
+def test_config_rebuilds_the_network_without_the_file(case: Case):
+    config = model_file_config(load_model_file(case.file))
+    assert case.tm.model_file["spandrel_arch"] == config["spandrel_arch"] == case.entry.arch
+    rebuilt = model_from_config(config)
+    rebuilt.load_state_dict(case.model.state_dict())
+    with torch.no_grad():
+        _close(_call(rebuilt.eval(), case.args), _call(case.model, case.args))
