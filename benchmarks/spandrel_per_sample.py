@@ -1,0 +1,81 @@
+"""Per-sample λ cost on every spandrel architecture (tests/spandrel_zoo.py's tiny builds).
+
+For each: path (fx/module), per-sample mode (native or split rows, with why), what was skipped,
+and the median time of a per-sample call (B distinct λ rows) over a shared-λ call, interleaved
+call by call so that machine load hits both alike. Prints a Markdown table.
+
+    .venv/bin/python benchmarks/spandrel_per_sample.py [--batch 4] [--repeats 5] [--only SPAN,FBCNN]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from spandrel_zoo import SPANDREL_ZOO  # noqa: E402
+
+from tunify import tunify  # noqa: E402
+
+
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+@torch.no_grad()
+def measure(entry, batch: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = entry.build().eval()
+    shape = (batch if entry.shape[0] > 1 else 1, *entry.shape[1:])
+    args = type(entry)(entry.arch, entry.cls, entry.kwargs, shape, entry.slow, entry.masked).inputs()
+    tm = tunify(model, 2).eval()
+    n = args[0].shape[0]
+    rows = torch.stack([torch.tensor([i / max(n - 1, 1), 1 - i / max(n - 1, 1)]) for i in range(n)])
+    # a fresh λ on every call: neither form may reuse kernels mixed for the call before
+    shared = lambda k: tm(*[a.clone() for a in args], lam=[0.3 + 0.01 * k, 0.7 - 0.01 * k])  # noqa: E731
+    per_sample = lambda k: tm(*[a.clone() for a in args], lam=(rows + 0.01 * k) / (1 + 0.02 * k))  # noqa: E731
+    shared(0), per_sample(0)  # warm-up (and any fallback decided on the first call)
+    ts, tp = [], []
+    for k in range(1, repeats + 1):
+        ts.append(_time(lambda: shared(k)))
+        tp.append(_time(lambda: per_sample(k)))
+    r = tm.tunify_report
+    skipped = sorted({s.reason.split(":")[0].split(";")[0][:60] for s in r.skipped})
+    return {"arch": entry.arch, "path": r.path, "per_sample": "native" if r.per_sample == "native" else "split rows",
+            "why": "" if r.per_sample == "native" else r.per_sample.split("(", 1)[-1][:90],
+            "ratio": statistics.median(tp) / statistics.median(ts), "batch": n,
+            "shared_ms": 1000 * statistics.median(ts), "skipped": f"{len(r.skipped)}: {'; '.join(skipped)}" if skipped else "0"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    only = set(filter(None, args.only.split(",")))
+    print("| arch | path | per-sample | B | shared ms | per-sample / shared | skipped | why split |")
+    print("|---|---|---|---|---|---|---|---|")
+    for entry in SPANDREL_ZOO:
+        if (only and entry.arch not in only) or (entry.slow and not only):
+            continue
+        try:
+            m = measure(entry, args.batch, args.repeats)
+        except Exception as exc:  # a row per arch, whatever happens
+            print(f"| {entry.arch} | error: {type(exc).__name__}: {str(exc)[:80]} |||||||", flush=True)
+            continue
+        print(f"| {m['arch']} | {m['path']} | {m['per_sample']} | {m['batch']} | {m['shared_ms']:.1f} | "
+              f"{m['ratio']:.2f}x | {m['skipped']} | {m['why']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
