@@ -296,16 +296,17 @@ def main() -> None:
            "inference": [], "training": [], "memory": [], "compile": []}
     for name in names:
         make, inf_size, train_size = models[name]
-        if "inference" in sections:
-            res["inference"] += inference(name, make, inf_size, rounds)
-        if "training" in sections:
-            res["training"].append(training(name, make, train_size, max(2, rounds - 1)))
-        if "memory" in sections:
-            res["memory"].append(memory(name, args.smoke))
-        if "compile" in sections and (args.smoke or name in args.compile_models.split(",")):
-            res["compile"] += compiled(name, make, inf_size, rounds)
+        steps = [("inference", lambda: res["inference"].extend(inference(name, make, inf_size, rounds))),
+                 ("training", lambda: res["training"].append(training(name, make, train_size, max(2, rounds - 1)))),
+                 ("memory", lambda: res["memory"].append(memory(name, args.smoke)))]
+        if args.smoke or name in args.compile_models.split(","):
+            steps.append(("compile", lambda: res["compile"].extend(compiled(name, make, inf_size, rounds))))
+        for section, run in steps:
+            if section in sections:
+                run()
+                print(f"[{name}: {section} done]", flush=True)
+                _write(res, args.out)  # after every section: a stopped run keeps what it measured
         print(report({**res, "conversion": None}).split("\n", 2)[-1], flush=True)
-        _write(res, args.out)  # after every model: a stopped run keeps what it measured
     if "conversion" in sections:
         res["conversion"] = conversion_time("resnet18" if args.smoke else "wide_resnet101_2", 2 if args.smoke else 3)
     print("\n" + report(res))
