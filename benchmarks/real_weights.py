@@ -40,7 +40,7 @@ from tunify.data import build_dataset, save_image
 from tunify.evaluation.quality import niqe
 from tunify.metrics import psnr, ssim
 from tunify.training import build_model, fit, load_recipe, tunify_from_recipe
-from tunify.training.recipe import ObjectiveSpec, Recipe
+from tunify.training.recipe import Recipe
 
 TS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CURVES = ("tunable", "dni", "blend", "film")
@@ -74,9 +74,11 @@ def trained(name: str, model: nn.Module, recipe: Recipe, root: Path, log: Callab
     return model.eval()
 
 
-def train_one(name: str, recipe: Recipe, steps: int, root: Path, log: Callable[[str], None]) -> nn.Module:
-    """The oracle (plain fine-tune on the fidelity objective) or FiLM, trained or reused."""
-    original = build_model(recipe.model).eval()
+def train_one(name: str, recipe: Recipe, steps: int, root: Path, log: Callable[[str], None],
+              original: Optional[nn.Module] = None) -> nn.Module:
+    """The oracle (plain fine-tune on the fidelity objective) or FiLM, trained or reused,
+    from a copy of ``original`` (built from the recipe when not given)."""
+    original = build_model(recipe.model).eval() if original is None else original
     if name == "film":
         names = [o.name for o in recipe.objectives]
         return trained("film", FiLM(copy.deepcopy(original), names), variant(recipe, root / "film", steps), root, log,
@@ -84,14 +86,14 @@ def train_one(name: str, recipe: Recipe, steps: int, root: Path, log: Callable[[
     fidelity = [o for o in recipe.objectives if o.target != "original"]
     if len(recipe.objectives) != 2 or len(fidelity) != 1:
         raise SystemExit("the recipe needs two objectives: one with target 'original', one fidelity objective")
-    oracle_recipe = variant(recipe, root / "oracle", steps, [ObjectiveSpec(**dataclasses.asdict(fidelity[0]))], [1.0])
+    oracle_recipe = variant(recipe, root / "oracle", steps, [copy.deepcopy(fidelity[0])], [1.0])
     return trained("oracle", copy.deepcopy(original), oracle_recipe, root, log, tunable=False)
 
 
 def build_methods(recipe: Recipe, tunable_source: Optional[str], steps: int, root: Path,
                   log: Callable[[str], None]) -> Dict[str, nn.Module]:
     original = build_model(recipe.model).eval()
-    oracle = train_one("oracle", recipe, steps, root, log)
+    oracle = train_one("oracle", recipe, steps, root, log, original)
     names = [o.name for o in recipe.objectives]
     if tunable_source:
         from tunify.publishing import resolve_model
@@ -100,8 +102,8 @@ def build_methods(recipe: Recipe, tunable_source: Optional[str], steps: int, roo
     else:
         tm = trained("tunable", tunify_from_recipe(original, recipe), variant(recipe, root / "tunable", steps), root, log,
                      reference=original)
-    film = train_one("film", recipe, steps, root, log)
-    look = names.index([o.name for o in recipe.objectives if o.target == "original"][0])
+    film = train_one("film", recipe, steps, root, log, original)
+    look = next(i for i, o in enumerate(recipe.objectives) if o.target == "original")
     pair = [original, oracle] if look == 0 else [oracle, original]
     return {"original": original, "oracle": oracle, "tunable": tm, "dni": DNI(pair, names),
             "blend": OutputBlend(pair, names), "film": film.eval(), "_look": look}

@@ -112,14 +112,12 @@ def read_ncnn(param: Union[str, Path], bin_path: Union[str, Path]) -> List[NcnnL
         if layer.type in _CONV_TYPES:
             out, k, count = layer.int(0), layer.int(1), layer.int(6)
             kh = layer.int(11, k)
-            groups = layer.int(7, 1) if layer.type == "ConvolutionDepthWise" else 1
             per_out = count // out if out else 0
             if out <= 0 or count % out or per_out % (k * kh):
                 raise ValueError(f"{param}: layer {layer.name} has inconsistent sizes (out={out}, kernel={k}, weights={count})")
             layer.weight = blob.tagged(count, layer.name).reshape(out, per_out // (k * kh), kh, k)
             if layer.int(5):
                 layer.bias = blob.raw_f32(out)
-            layer.params.setdefault(7, str(groups))
         elif layer.type == "PReLU":
             layer.slope = blob.raw_f32(layer.int(0, 1))
         elif layer.type in _UNSUPPORTED_WEIGHTED:

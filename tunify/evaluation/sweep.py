@@ -107,9 +107,10 @@ def recipe_settings(folder: Optional[Union[str, Path]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"degradation": spec.get("degradation") if spec.get("type") == "degraded" else None,
                            "loss": None, "loss_reason": None}
     try:
-        uses_original = any(o.target == "original" for o in recipe.objectives) or recipe.loss.base == "original"
-        # "original" targets: the pretrained network, rebuilt from the recipe's weights (offline sources work)
-        out["loss"] = parametric_loss(recipe, build_model(recipe.model) if uses_original else None)
+        ploss = parametric_loss(recipe, strict=False)
+        if ploss.needs_reference:  # "original" targets: the pretrained network, rebuilt from the recipe's weights
+            ploss.set_reference(build_model(recipe.model))
+        out["loss"] = ploss
     except Exception as exc:  # e.g. a perceptual loss whose weights are not at hand
         out["loss_reason"] = f"objective losses skipped: the recipe's objectives could not be built ({exc})"
     return out

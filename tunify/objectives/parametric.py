@@ -196,6 +196,8 @@ class ParametricLoss(nn.Module):
                 raise ValueError(f"objectives {empty} have no losses (needed in loss mode 'sum')")
         self.base = Target(base, "loss.base")
         self.reference: Optional[ReferenceOutput] = None
+        used = [t for t in self._targets() if t.spec == ORIGINAL]  # targets are fixed: decide once, not per step
+        self._needs_reference = bool(used) and (mode == "targets" or any(t is not self.base for t in used))
 
     def _targets(self) -> List[Target]:
         out = [self.base]
@@ -212,8 +214,7 @@ class ParametricLoss(nn.Module):
     @property
     def needs_reference(self) -> bool:
         """Whether some target is the pretrained network's output ("original")."""
-        used = [t for t in self._targets() if t.spec == ORIGINAL]
-        return bool(used) and (self.mode == "targets" or any(t is not self.base for t in used))
+        return self._needs_reference
 
     def set_reference(self, model: Optional[nn.Module]) -> "ParametricLoss":
         """The frozen network whose output is the "original" target (a copy is kept)."""

@@ -58,12 +58,13 @@ class FitResult:
         return self.step - self.start
 
 
-def parametric_loss(recipe: Recipe, reference: Optional[nn.Module] = None) -> ParametricLoss:
+def parametric_loss(recipe: Recipe, reference: Optional[nn.Module] = None, strict: bool = True) -> ParametricLoss:
     """The recipe's parametric multi-loss L(λ): its objectives under its ``loss`` section.
-    ``reference``: the network before tunify, whose output is the "original" target."""
+    ``reference``: the network before tunify, whose output is the "original" target; with
+    ``strict=False`` a missing one is left for the caller to set (``ploss.needs_reference``)."""
     ploss = ParametricLoss(ObjectiveSet.from_specs(recipe.objectives), recipe.loss.mode, recipe.loss.base,
                            recipe.loss.losses)
-    if ploss.needs_reference and reference is None:
+    if ploss.needs_reference and reference is None and strict:
         raise ValueError("the recipe's target 'original' (the pretrained network's own output) needs that network: "
                          "pass reference=model (the model before tunify); `tunify train` does it")
     return ploss.set_reference(reference if ploss.needs_reference else None)
