@@ -9,7 +9,13 @@ from .parameter import TunableParameter, broadcastable, mix_parameter
 from .operand import mix_operand
 from .weight_norm import TunableWeightNormConv2d, weight_norm_of
 
+# Names (suffixes) of the tensors that hold one slice per kernel on their leading axis: the
+# stacks of conv/linear layers, weight-normalised convs and parametrized weight-like tensors.
+# Training (freezing an objective, freezing the rest) and checks find them by these alone.
+PER_OBJECTIVE_SUFFIXES = (".weights", ".biases", ".weights_g", ".weights_v", ".original")
+
 __all__ = [
+    "PER_OBJECTIVE_SUFFIXES",
     "TunableLayer",
     "TunableModuleLayer",
     "TunableConv2d",

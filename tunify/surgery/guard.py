@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
+from ..layers import PER_OBJECTIVE_SUFFIXES
+
 __all__ = ["check_equal_at_init", "check_per_sample_routing", "ConversionMismatch"]
 
 
@@ -137,7 +139,7 @@ def check_per_sample_routing(tm: nn.Module, example_inputs: Any, rel: float = 1e
         return ""
     g = torch.Generator().manual_seed(seed + 1)
     lam = _sample(tm.lam_space, n, g)
-    stacks = [p for name, p in tm.named_parameters() if name.endswith((".weights", ".biases", ".original", "_g", "_v"))]
+    stacks = [p for name, p in tm.named_parameters() if name.endswith(PER_OBJECTIVE_SUFFIXES)]
     saved = [p.detach().clone() for p in stacks]
     try:
         for p in stacks:

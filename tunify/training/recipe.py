@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
+from .freeze import frozen_indices
 from .schema import did_you_mean, load_yaml_text, parse, set_dotted
 
 __all__ = [
@@ -58,6 +59,7 @@ class ObjectiveSpec:
     losses: List[Dict[str, Any]] = field(default_factory=list)  # {type: L1Loss, loss_weight: 1.0}; may be empty in loss mode 'targets'
     target: Any = "clean"                      # "clean" | "input" | "original" | degradation spec(s) of the clean image
     description: str = ""                      # what this λ corner means, for people
+    frozen: bool = False                       # kernels stay pretrained: this corner is the original network exactly
 
     def validate(self, where: str) -> None:
         if isinstance(self.target, str) and self.target not in TARGET_NAMES and not self.target.startswith("stage"):
@@ -189,6 +191,10 @@ class Recipe:
                 if not o.losses:
                     raise ValueError(f"{where}.objectives[{i}].losses: an objective needs at least one loss "
                                      "(or use loss.mode 'targets' with shared loss.losses)")
+        try:
+            frozen_indices(self.objectives, self.tunify.lam_space)
+        except ValueError as e:
+            raise ValueError(f"{where}.{e}") from None
 
     @property
     def p(self) -> int:

@@ -21,9 +21,11 @@ from torch import nn
 
 from ..data import batch_generator, build_dataset
 from ..lam import LamSpace, lam_grid
+from ..layers import PER_OBJECTIVE_SUFFIXES
 from ..objectives import ObjectiveSet, ParametricLoss
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, scan_checkpoints
 from .ema import EMA
+from .freeze import KernelFreeze, frozen_indices
 from .guard import RecipeChangedError, recipe_changes
 from .logs import MetricsLog, plot_losses, progress_bar
 from .recipe import OptimSpec, Recipe
@@ -31,8 +33,6 @@ from .samplers import build_sampler
 from .validate import lam_sweep
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "lr_factor", "distributed", "parametric_loss"]
-
-TUNABLE_SUFFIXES = (".weights", ".biases", ".original")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -162,7 +162,9 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
     model.to(device).train()
     if opt_spec.freeze_non_tunable and tunable:
         for name, p in model.named_parameters():
-            p.requires_grad_(name.endswith(TUNABLE_SUFFIXES))
+            p.requires_grad_(name.endswith(PER_OBJECTIVE_SUFFIXES))
+    frozen = frozen_indices(recipe.objectives, space.kind) if tunable else []
+    freeze = KernelFreeze(model, frozen, objectives.p) if frozen else None  # before resume: the pretrained values
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt_spec.lr, betas=tuple(opt_spec.betas), weight_decay=opt_spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(opt_spec))
@@ -257,6 +259,8 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
             scaler.update()
         else:
             optimizer.step()
+        if freeze is not None:
+            freeze.restore()
         scheduler.step()
         if ema:
             ema.update()
@@ -304,6 +308,8 @@ def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: O
     val_log.close()
     if rank == 0 and result.step > start:
         plot_losses(out / "metrics.csv", out / "loss.png", title=f"{recipe.name} {stage}", log=log)
+    if freeze is not None:
+        freeze.remove()
     result.checkpoint = last_ckpt
     result.seconds = time.perf_counter() - t_run
     timed = [r["sec_per_step"] for r in result.history[1:]] or [r["sec_per_step"] for r in result.history]
