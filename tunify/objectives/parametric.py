@@ -199,6 +199,17 @@ class ParametricLoss(nn.Module):
         used = [t for t in self._targets() if t.spec == ORIGINAL]  # targets are fixed: decide once, not per step
         self._needs_reference = bool(used) and (mode == "targets" or any(t is not self.base for t in used))
 
+    @classmethod
+    def from_recipe(cls, recipe: Any, reference: Optional[nn.Module] = None, strict: bool = True) -> "ParametricLoss":
+        """A recipe's L(λ): its ``objectives`` under its ``loss`` section (mode, base, losses).
+        ``reference``: the network before tunify, whose output is the "original" target; with
+        ``strict=False`` a missing one is left for the caller to set (``needs_reference``)."""
+        ploss = cls(ObjectiveSet.from_specs(recipe.objectives), recipe.loss.mode, recipe.loss.base, recipe.loss.losses)
+        if ploss.needs_reference and reference is None and strict:
+            raise ValueError("the recipe's target 'original' (the pretrained network's own output) needs that network: "
+                             "pass reference=model (the model before tunify); `tunify train` does it")
+        return ploss.set_reference(reference if ploss.needs_reference else None)
+
     def _targets(self) -> List[Target]:
         out = [self.base]
         for o in self.objectives.objectives:
