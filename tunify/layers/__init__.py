@@ -3,6 +3,8 @@ from .base import TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, s
 from .cache import cached_mix, clear_kernel_cache, kernel_cache_size
 from .conv import TunableConv2d, TunableConvTranspose2d
 from .linear import TunableLinear
+from .lowrank import LOWRANK_SUFFIXES, LowRankLayer, LowRankLinear, mixed_weight
+from .lowrank_conv import LowRankConv2d
 from .module_layer import TunableModuleLayer
 from .functional import tunable_conv2d, tunable_linear
 from .parameter import TunableParameter, broadcastable, mix_parameter
@@ -12,7 +14,7 @@ from .weight_norm import TunableWeightNormConv2d, weight_norm_of
 # Names (suffixes) of the tensors that hold one slice per kernel on their leading axis: the
 # stacks of conv/linear layers, weight-normalised convs and parametrized weight-like tensors.
 # Training (freezing an objective, freezing the rest) and checks find them by these alone.
-PER_OBJECTIVE_SUFFIXES = (".weights", ".biases", ".weights_g", ".weights_v", ".original")
+PER_OBJECTIVE_SUFFIXES = (".weights", ".biases", ".weights_g", ".weights_v", ".original") + LOWRANK_SUFFIXES
 
 __all__ = [
     "PER_OBJECTIVE_SUFFIXES",
@@ -23,6 +25,11 @@ __all__ = [
     "TunableWeightNormConv2d",
     "weight_norm_of",
     "TunableLinear",
+    "LowRankLayer",
+    "LowRankConv2d",
+    "LowRankLinear",
+    "LOWRANK_SUFFIXES",
+    "mixed_weight",
     "TunableParameter",
     "coeff_scope",
     "current_coeffs",

@@ -25,7 +25,7 @@ plain layer costs; see benchmarks/overhead.py.
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -70,13 +70,20 @@ class KernelMemo:
     def drop(self) -> None:
         self.gen, self.canon, self.stacks, self.values = -1, None, (), ()
 
-    def get(self, stacks: Sequence[Optional[Tensor]], coeffs: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tuple:
+    def get(self, stacks: Sequence[Optional[Tensor]], coeffs: Tensor, fn: Callable[..., Any], joint: bool = False) -> Tuple:
         """``fn(stack, coeffs)`` for every stack (None stays None), reused when valid.
 
-        stacks: tensors (K, *S) or None; coeffs (K,).
+        stacks: tensors (K, *S) or None; coeffs (K,). ``joint``: ``fn(stacks, coeffs)`` makes
+        all the values at once (a low-rank layer folds W_0 and its factors into one kernel);
+        the validity checks are the same, over every input tensor.
         """
         canon = _canonical(coeffs)
-        if self.gen == _GEN[0] and self.canon is canon and len(stacks) == len(self.stacks):
+        if self.gen == _GEN[0] and self.canon is canon and len(stacks) == len(self.stacks) and joint:
+            # Values are not one per stack here: check the inputs and the outputs apart.
+            if self._inputs_unchanged(stacks) and all(
+                    v is None or v._version == vv for v, vv in zip(self.values, self.versions)):
+                return self.values
+        elif self.gen == _GEN[0] and self.canon is canon and len(stacks) == len(self.stacks):
             for s, ms, st, v, vv in zip(stacks, self.stacks, self.stamps, self.values, self.versions):
                 if s is None:
                     if ms is not None:
@@ -88,7 +95,7 @@ class KernelMemo:
                 return self.values
         # Built outside inference mode, so results have version counters that catch writes.
         with torch.inference_mode(False), torch.no_grad():
-            values = tuple(None if s is None else fn(s, canon) for s in stacks)
+            values = tuple(fn(tuple(stacks), canon)) if joint else tuple(None if s is None else fn(s, canon) for s in stacks)
         # Weak references: a memo must not keep a replaced or freed stack alive.
         refs = tuple(None if s is None else weakref.ref(s) for s in stacks)
         self.gen, self.canon, self.stacks, self.values = _GEN[0], canon, refs, values
@@ -96,6 +103,16 @@ class KernelMemo:
         self.versions = tuple(None if v is None else v._version for v in values)
         _MEMOS.add(self)
         return values
+
+
+    def _inputs_unchanged(self, stacks: Sequence[Optional[Tensor]]) -> bool:
+        for s, ms, st in zip(stacks, self.stacks, self.stamps):
+            if s is None:
+                if ms is not None:
+                    return False
+            elif ms is None or ms() is not s or s._version != st[0] or s.data_ptr() != st[1] or s.shape != st[2]:
+                return False
+        return True
 
 
 def clear_kernel_cache() -> None:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
 from ..lam import LamSpace
-from ..layers import TunableParameter, TunableWeightNormConv2d
+from ..layers import LowRankLayer, TunableParameter, TunableWeightNormConv2d
+from .fingerprint import state_fingerprint
 from .graph import rewrite_graph
 from .model import TunableModel, hook_memo
 from .plan import Plan, apply_plan, make_plan
@@ -70,6 +71,7 @@ def tunify(
     mode: str = "auto",
     inplace: bool = False,
     example_inputs: Any = None,
+    rank: Optional[int] = None,
 ) -> TunableModel:
     """Make ``model`` tunable by p objectives; the result equals ``model`` for every valid λ.
 
@@ -86,6 +88,11 @@ def tunify(
             every weight-like tensor of the model's own modules, norms excepted.
         lam_space: "simplex" (trade-offs, Σλ = 1) or "box" (independent knobs in [0, 1]).
         mode: "auto" (fx, falling back to module replacement), "fx" or "module".
+        rank: None (p full kernels per layer) or r: every conv/linear keeps its pretrained
+            weight frozen and adds p rank-r deltas, ``W(λ) = W_0 + Σ λ_i B_i A_i`` (B_i start
+            at zero); biases, weight-like tensors and layers a rank-r delta would not shrink
+            (depthwise convs) stay full. ``tm.base_record`` then identifies the base weights
+            (their sha256), for ``save_pretrained(..., adapter_only=True)``.
 
     Returns:
         TunableModel: ``tm(*inputs, lam=λ)`` with λ (B, p) or (p,).
@@ -96,7 +103,11 @@ def tunify(
     if example_inputs is not None and inplace:
         raise ValueError("example_inputs compares the result with the original, which inplace=True changes; "
                          "pass inplace=False")
-    tm = _convert(model, objectives, targets, exclude, lam_space, mode, inplace)
+    rank = _check_rank(rank)
+    # Before conversion: an inplace conversion changes the model, and the record must be the base's.
+    record = state_fingerprint(model) if rank else None
+    tm = _convert(model, objectives, targets, exclude, lam_space, mode, inplace, rank)
+    tm.base_record = record
     if descriptor is not None:
         from ..archs.model_file import model_file_config  # archs sits beside surgery; only a record
 
@@ -110,8 +121,17 @@ def tunify(
     return tm
 
 
+def _check_rank(rank: Any) -> Optional[int]:
+    if rank is None:
+        return None
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive integer (the rank of each objective's delta, e.g. 4) or None for "
+                         f"full kernels, got {rank!r}")
+    return rank
+
+
 def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: TargetSpec, lam_space: str,
-             mode: str, inplace: bool) -> TunableModel:
+             mode: str, inplace: bool, rank: Optional[int] = None) -> TunableModel:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     names = objective_names(objectives)
@@ -141,7 +161,7 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
             if mode == "fx":
                 raise
             fallback = str(exc)
-    work = apply_plan(work, plan, space)
+    work = apply_plan(work, plan, space, rank)
     if graph is not None:
         gm, how, split_reasons = rewrite_graph(graph, work)
     else:
@@ -164,11 +184,12 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
         fallback_reason=fallback,
         params_before=params_before,
         params_after=_count(work),
+        rank=rank,
+        frozen=sum(m.base_weight.numel() for m in {id(m): m for m in work.modules() if isinstance(m, LowRankLayer)}.values()),
     )
-    for names, module, tunable_type in plan.layers.values():
-        report.converted.append(
-            Converted(names[0], type(module).__name__, tunable_type.__name__, how.get(names[0], path), tuple(names[1:]))
-        )
+    for names, module, _ in plan.layers.values():
+        made = type(work.get_submodule(names[0]) if names[0] else work).__name__  # full or low rank
+        report.converted.append(Converted(names[0], type(module).__name__, made, how.get(names[0], path), tuple(names[1:])))
     for name, (owner, pname) in plan.params.items():
         tp: TunableParameter = owner.parametrizations[pname][0]
         report.converted.append(Converted(name, f"Parameter{tp.shape}", "TunableParameter", how.get(name, path)))
@@ -179,7 +200,7 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
     tm = TunableModel(work, space, gm, split_reasons, report)
     tm.graph_inputs = traced_signature(work) if gm is not None else None
     # Kept for save_pretrained: plain names/regex strings can be written to a config.
-    tm.tunify_options = {"targets": _plain(targets), "exclude": _plain(exclude), "mode": mode,
+    tm.tunify_options = {"targets": _plain(targets), "exclude": _plain(exclude), "mode": mode, "rank": rank,
                          "serializable": (targets is None or _plain(targets) is not None)
                          and (exclude is None or _plain(exclude) is not None)}
     return tm

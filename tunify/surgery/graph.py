@@ -19,8 +19,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import (TunableModuleLayer, TunableParameter, broadcastable, mix_operand, mix_parameter, tunable_conv2d,
-                      tunable_linear)
+from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, broadcastable, mix_operand, mix_parameter,
+                      mixed_weight, tunable_conv2d, tunable_linear)
 
 __all__ = ["COEFFS_INPUT", "rewrite_graph"]
 
@@ -40,6 +40,10 @@ def _stack_reads(root: nn.Module) -> Dict[str, Tuple[str, str, tuple]]:
             reads[f"{prefix}weight"] = (f"{prefix}weights", "split", ())
             if module.biases is not None:
                 reads[f"{prefix}bias"] = (f"{prefix}biases", "split", ())
+        elif isinstance(module, LowRankLayer):  # its weight is folded from W_0 and factors, not one stack
+            reads[f"{prefix}weight"] = (name, "lowrank", ())
+            if module.biases is not None:
+                reads[f"{prefix}bias"] = (f"{prefix}biases", "split", ())
         plist = getattr(module, "parametrizations", None)
         if isinstance(plist, nn.ModuleDict):
             for pname, entry in plist.items():
@@ -51,7 +55,7 @@ def _stack_reads(root: nn.Module) -> Dict[str, Tuple[str, str, tuple]]:
 def _reported_name(target: str, reads: Dict[str, Tuple[str, str]]) -> str:
     """The report's name for a read: the layer for ``conv.weight``, the tensor otherwise."""
     stack_path = reads[target][0]
-    if stack_path.endswith((".weights", ".biases")) or stack_path in ("weights", "biases"):
+    if reads[target][1] == "lowrank" or stack_path.endswith((".weights", ".biases")) or stack_path in ("weights", "biases"):
         return target.rsplit(".", 1)[0] if "." in target else ""
     return target
 
@@ -85,6 +89,12 @@ def _replace_read(graph: fx.Graph, node: fx.Node, read: Tuple[str, str, tuple], 
     stack_path, mode, shape = read
     with graph.inserting_after(node):
         stack = graph.get_attr(stack_path)
+    if mode == "lowrank":  # the layer module itself: its weight is folded at the call's λ
+        with graph.inserting_after(stack):
+            mixed = graph.call_function(mixed_weight, (stack, coeffs))
+        node.replace_all_uses_with(mixed)
+        split_reasons.append(f"{node.target} is read whole in the forward")
+        return
     users = list(node.users)
     others = [_other_operand(u, node) for u in users]
     if mode != "split" and broadcastable(shape) and all(o is not None for o in others):
@@ -131,7 +141,8 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
         is_conv = node.target in _CONV
         args = _named_args(node, _CONV_ARGS if is_conv else _LINEAR_ARGS)
         weight, bias = args.get("weight"), args.get("bias")
-        if not (isinstance(weight, fx.Node) and weight.op == "get_attr" and weight.target in reads):
+        if not (isinstance(weight, fx.Node) and weight.op == "get_attr" and weight.target in reads) \
+                or reads[weight.target][1] == "lowrank":  # low rank: step 3 reads the folded weight
             continue
         bias_is_stack = isinstance(bias, fx.Node) and bias.op == "get_attr" and bias.target in reads
         new_bias = stack_node(bias.target, node) if bias_is_stack else bias

@@ -9,13 +9,15 @@ parameter makes it tunable).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..lam import LamSpace
-from ..layers import TunableLayer, TunableModuleLayer, TunableParameter
+from ..layers import (LowRankConv2d, LowRankLinear, TunableConv2d, TunableLayer, TunableLinear,
+                      TunableModuleLayer, TunableParameter)
 from .dispatch import is_norm, lookup_layer
 from .report import Skipped
 from .targets import TargetMatcher, TargetSpec
@@ -103,17 +105,32 @@ def list_targets(model: nn.Module) -> Dict[str, str]:
     return out
 
 
-def apply_plan(model: nn.Module, plan: Plan, space: LamSpace) -> nn.Module:
+# With rank=r, these full types become low rank (exact types: weight-normalised convs and
+# transposed convs, and user-registered types, keep full kernels).
+LOW_RANK_OF = {TunableConv2d: LowRankConv2d, TunableLinear: LowRankLinear}
+
+
+def apply_plan(model: nn.Module, plan: Plan, space: LamSpace, rank: Optional[int] = None) -> nn.Module:
     """Swap planned layers for tunable ones and parametrize planned tensors, in place.
 
+    ``rank``: conv/linear layers get a frozen weight plus p rank-r deltas where that is smaller
+    than a full delta (a depthwise conv is not: it keeps full kernels, as do weight-like tensors).
     Returns the model (a new object only if the model itself was a planned layer).
     """
     k, zero_tail = space.num_kernels, space.zero_tail
     made: Dict[int, TunableModuleLayer] = {}
+    # The factors' random init comes from its own seeded stream: conversion is deterministic
+    # and leaves the global RNG (dropout masks, user code) untouched.
+    gen = torch.Generator().manual_seed(0) if rank else None
 
     def tunable_for(module: nn.Module) -> TunableModuleLayer:
         if id(module) not in made:
-            made[id(module)] = plan.layers[id(module)][2](module, k, zero_tail)
+            full = plan.layers[id(module)][2]
+            low = LOW_RANK_OF.get(full) if rank else None
+            if low is not None and low.saves(module, rank):
+                made[id(module)] = low(module, k, zero_tail, rank=rank, generator=gen)
+            else:
+                made[id(module)] = full(module, k, zero_tail)
         return made[id(module)]
 
     if id(model) in plan.layers:

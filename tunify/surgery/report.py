@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 __all__ = ["Converted", "Skipped", "TunifyReport"]
 
@@ -40,6 +40,8 @@ class TunifyReport:
     params_before: int = 0
     params_after: int = 0
     seconds: float = 0.0
+    rank: Optional[int] = None                 # low-rank deltas (None: full kernels)
+    frozen: int = 0                            # numbers in frozen base weights (low rank), not parameters
 
     def names(self) -> List[str]:
         return [c.name for c in self.converted]
@@ -62,11 +64,14 @@ class TunifyReport:
         lines = [
             f"tunify report: {self.model}",
             f"  objectives  : p={len(self.objectives)} {', '.join(self.objectives)} "
-            f"(λ space {self.lam_space}, {self.num_kernels} kernels per layer)",
+            f"(λ space {self.lam_space}, " + (f"frozen base + rank-{self.rank} deltas per objective where smaller, "
+                                              f"else {self.num_kernels} kernels)" if self.rank else
+                                              f"{self.num_kernels} kernels per layer)"),
             f"  path        : {self.path}" + (f" (fx failed: {self.fallback_reason})" if self.fallback_reason else ""),
             f"  per-sample λ: {self.per_sample}",
             f"  parameters  : {self.params_before:,} -> {self.params_after:,} "
-            f"(x{self.params_after / max(self.params_before, 1):.2f}), converted in {self.seconds:.2f} s",
+            f"(x{self.params_after / max(self.params_before, 1):.2f}), converted in {self.seconds:.2f} s"
+            + (f"; + {self.frozen:,} frozen base weights (buffers)" if self.rank else ""),
         ]
         if self.leaves:
             lines.append("  kept whole (not traceable, converted inside):")
