@@ -59,14 +59,25 @@ def _arch_of(tm: TunableModel, arch: Optional[str], arch_kwargs: Optional[Dict[s
 def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optional[str] = None,
                     arch_kwargs: Optional[Dict[str, Any]] = None, recipe: Any = None,
                     metrics: Optional[Dict[str, Any]] = None, strip: Optional[Union[str, Path]] = None,
-                    name: Optional[str] = None, notes: Optional[str] = None) -> Path:
+                    name: Optional[str] = None, notes: Optional[str] = None, adapter_only: bool = False,
+                    base_weights: Optional[str] = None, base_weights_key: Optional[str] = None) -> Path:
     """Write ``tm`` as a folder others load with :func:`from_pretrained`; returns the folder.
+
+    ``adapter_only``: a low-rank model (``tunify(..., rank=r)``) is written without its base:
+    only the deltas and what differs from the base, with the base's architecture, weights
+    source (``base_weights``: file, URL, ``ncnn:<stem>``; a recipe's model.weights by default)
+    and sha256 (see :mod:`tunify.publishing.adapter`).
 
     ``recipe``: the Recipe that trained it (saved as recipe.yaml and hashed); ``metrics``: a
     λ sweep ({"rows": [{"lam", "psnr", "ssim"}...], "input_psnr"}) for the card; ``strip``:
     its image strip (PNG), copied as sweep.png; ``notes``: markdown the card ends with
     (measured comparisons, caveats).
     """
+    if adapter_only:
+        from .adapter import save_adapter
+
+        return save_adapter(tm, folder, arch=arch, arch_kwargs=arch_kwargs, base_weights=base_weights,
+                            base_weights_key=base_weights_key, recipe=recipe, metrics=metrics, name=name, notes=notes)
     from safetensors.torch import save_file
 
     from .card import write_card
@@ -106,6 +117,7 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
         "targets": targets,
         "exclude": exclude,
         "mode": report.path,
+        "rank": options.get("rank"),  # low-rank deltas (None: full kernels)
         "converted": len(report.converted),
         "recipe_sha256": recipe_sha,
         "weights_sha256": sha256_file(folder / WEIGHTS_NAME),
@@ -183,6 +195,7 @@ _FIELDS = {
     "weights_sha256": (lambda v: v is None or isinstance(v, str), "null or a hex string"),
     "metrics": (lambda v: v is None or isinstance(v, dict), "null or a mapping"),
     "name": (lambda v: isinstance(v, str), "a string"),
+    "rank": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), "null or an integer ≥ 1"),
 }
 
 
@@ -219,7 +232,8 @@ def _read_weights(folder: Path, config: Dict[str, Any]) -> Dict[str, torch.Tenso
     raise FileNotFoundError(f"{folder} has neither {WEIGHTS_NAME} nor {LEGACY_WEIGHTS}")
 
 
-def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None, map_location: str = "cpu") -> TunableModel:
+def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None, map_location: str = "cpu",
+                    base_model: Optional[torch.nn.Module] = None) -> TunableModel:
     """Load a tunable model from a folder written by :func:`save_pretrained` or a hub id.
 
     Returns the TunableModel in eval mode; ``tm.card`` holds the folder's config (objectives,
@@ -228,6 +242,12 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
     """
     folder = _resolve(source, revision)
     config = _read_config(folder)
+    if config.get("adapter_only"):  # deltas only: tunify the base (given, or rebuilt from the config), then load
+        from .adapter import load_adapter
+
+        return load_adapter(folder, config, base_model, map_location)
+    if base_model is not None:
+        raise ValueError(f"{folder} is a full save (it holds its whole network); base_model= is only for adapter-only folders")
     try:
         model = create_model(config["arch"], **config.get("arch_kwargs", {}))
     except Exception as exc:
@@ -237,7 +257,7 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
     if len(names) != config["p"]:
         raise ValueError(f"{folder / CONFIG_NAME}: p={config['p']} but {len(names)} objectives are listed")
     tm = tunify(model, names, targets=config.get("targets"), exclude=config.get("exclude"),
-                lam_space=config["lam_space"], mode="auto")
+                lam_space=config["lam_space"], mode="auto", rank=config.get("rank"))
     state = _read_weights(folder, config)
     own = tm.model.state_dict()
     k = tm.lam_space.num_kernels

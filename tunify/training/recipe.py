@@ -48,6 +48,12 @@ class TunifySpec:
     exclude: Optional[List[str]] = None
     lam_space: Literal["simplex", "box"] = "simplex"
     mode: Literal["auto", "fx", "module"] = "auto"
+    rank: Optional[int] = None                 # low-rank deltas W_0 + Σ λ_i B_i A_i (None: p full kernels)
+
+    def validate(self, where: str) -> None:
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"{where}.rank: {self.rank} is not a rank; give a positive integer (e.g. 4) or leave it "
+                             "out for full kernels")
 
 
 TARGET_NAMES = ("clean", "input", "original")  # original: the pretrained network's own output

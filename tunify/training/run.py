@@ -75,8 +75,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
 def tunify_from_recipe(model: nn.Module, recipe: Recipe) -> TunableModel:
     t = recipe.tunify
     tm = tunify(model, [o.name for o in recipe.objectives], targets=t.targets, exclude=t.exclude,
-                lam_space=t.lam_space, mode=t.mode)
-    tm.arch_source = {"arch": recipe.model.arch, "kwargs": dict(recipe.model.kwargs)}
+                lam_space=t.lam_space, mode=t.mode, rank=t.rank)
+    # weights: where the base came from, what an adapter-only save names as its base
+    tm.arch_source = {"arch": recipe.model.arch, "kwargs": dict(recipe.model.kwargs), "weights": recipe.model.weights,
+                      "weights_key": recipe.model.weights_key}
     if getattr(model, "tunify_model_file", None):  # built from a model file: what rebuilds it
         tm.model_file = model.tunify_model_file
     return tm
