@@ -103,6 +103,11 @@ VARIANTS: Dict[str, Dict] = {
     "corners": {"lam": {"vertex_fraction": 0.5}, "why": "half the samples exactly at a corner (default 0.25)"},
     "alpha0.5": {"lam": {"alpha": 0.5}, "why": "Dirichlet(0.5): more samples near the corners (default 1)"},
     "budget2x": {"steps": 2, "why": "twice the steps (not an equal budget: tells budget from representation)"},
+    # Low-rank deltas (issue 14) at the same budget: W_0 frozen + Σ λ_i B_i A_i per conv (the 16→3
+    # output conv stays full at rank 4 and 8: a rank-r delta would not be smaller there).
+    "rank2": {"rank": 2, "why": "frozen base + rank-2 deltas per objective, same steps and lr"},
+    "rank4": {"rank": 4, "why": "frozen base + rank-4 deltas per objective, same steps and lr"},
+    "rank8": {"rank": 8, "why": "frozen base + rank-8 deltas per objective, same steps and lr"},
 }
 
 
@@ -189,8 +194,8 @@ class Bench:
             models["tunable"] = self.train("tunable", tunify(copy.deepcopy(self.base), names), n, None, True, mean_probe)
         for key in [m for m in only if m.startswith("tunable+")]:
             v = VARIANTS[key.split("+", 1)[1]]
-            models[key] = self.train(key, tunify(copy.deepcopy(self.base), names), n * v.get("steps", 1), None, True,
-                                     mean_probe, v.get("lam"))
+            models[key] = self.train(key, tunify(copy.deepcopy(self.base), names, rank=v.get("rank")), n * v.get("steps", 1),
+                                     None, True, mean_probe, v.get("lam"))
         if "film" in only:
             torch.manual_seed(self.seed)
             models["film"] = self.train("film", FiLM(copy.deepcopy(self.base), names), n, None, True, mean_probe)
