@@ -169,6 +169,37 @@ def test_leading_one_on_the_module_path():
     assert tm.tunify_report.path == "module" and "temperature" in tm.tunify_report.per_sample
 
 
+# -- a weight-like tensor reshaped before it meets the activation -------------------------------
+class LayerScale(nn.Module):
+    """ConvNeXt's ``x.mul(gamma.reshape(1, -1, 1, 1))`` with γ (C,), a ``* g.view(1, -1, 1, 1)``
+    and, with ``leading=False``, a ``reshape(-1, 1, 1)`` that leaves no axis for the sample."""
+
+    def __init__(self, leading: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 4))
+        self.g = nn.Parameter(torch.linspace(-1.0, 1.0, 4))
+        self.leading = leading
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.leading:
+            y = y.mul(self.gamma.reshape(1, -1, 1, 1))
+        else:
+            y = y.mul(self.gamma.reshape(-1, 1, 1))
+        return y + torch.tanh(y) * self.g.view(1, -1, 1, 1)
+
+
+def test_reshaped_layer_scale_mixes_before_the_reshape():
+    tm = _check_tunable(LayerScale(), torch.randn(3, 3, 8, 8), targets=["conv", "gamma", "g"])
+    assert tm.tunify_report.per_sample == "native" and {"gamma", "g"} <= set(tm.tunify_report.names())
+
+
+def test_reshape_without_a_leading_one_splits_rows():
+    tm = _check_tunable(LayerScale(leading=False), torch.randn(3, 3, 8, 8), targets=["conv", "gamma", "g"])
+    assert any("gamma" in r for r in tm.split_reasons) and not any(r.startswith("g ") for r in tm.split_reasons)
+
+
 # -- sequence-first activations ----------------------------------------------------------------
 class SequenceFirst(nn.Module):
     """A transformer block on (L, B, C) with its feed-forward linears after the attention."""

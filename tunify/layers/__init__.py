@@ -8,7 +8,7 @@ from .lowrank_conv import LowRankConv2d
 from .module_layer import TunableModuleLayer
 from .functional import tunable_conv2d, tunable_linear
 from .parameter import TunableParameter, broadcastable, mix_parameter
-from .operand import mix_operand
+from .operand import mix_operand, mix_operand_reshaped
 from .weight_norm import TunableWeightNormConv2d, weight_norm_of
 
 # Names (suffixes) of the tensors that hold one slice per kernel on their leading axis: the
@@ -37,6 +37,7 @@ __all__ = [
     "mix",
     "mix_parameter",
     "mix_operand",
+    "mix_operand_reshaped",
     "split_by_rows",
     "stack_kernels",
     "broadcastable",

@@ -9,14 +9,14 @@ operand at run time and shapes the mixture so that broadcasting gives each sampl
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from torch import Tensor
 
 from .base import expand_rows, mix
 from .parameter import mix_parameter
 
-__all__ = ["mix_operand"]
+__all__ = ["mix_operand", "mix_operand_reshaped"]
 
 
 def mix_operand(stack: Tensor, coeffs: Tensor, other: Any) -> Tensor:
@@ -38,3 +38,26 @@ def mix_operand(stack: Tensor, coeffs: Tensor, other: Any) -> Tensor:
     rows = expand_rows(coeffs, other.shape[0], "operand")
     mixed = mix(stack.reshape(stack.shape[0], *shape[1:]), rows)  # (N·k, *S')
     return mixed.reshape(mixed.shape[0], *([1] * (other.dim() - len(shape))), *shape[1:])
+
+
+def mix_operand_reshaped(stack: Tensor, coeffs: Tensor, shape: Sequence[Any], other: Any) -> Tensor:
+    """stack (K, *S) read as ``tensor.reshape(shape)`` before meeting ``other`` in one
+    elementwise op, as ConvNeXt's ``x.mul(gamma.reshape(1, -1, 1, 1))`` with γ (C,).
+
+    The reshape happens after mixing, so a per-sample λ works whenever the reshaped tensor has
+    a leading 1 (its broadcast axis): each sample's mixture (S) is reshaped to ``shape`` with
+    that 1 replaced by the sample, then lined up with ``other`` as :func:`mix_operand` does.
+    Shared coeffs (K,) → ``mixture.reshape(shape)``, exactly the original read.
+    """
+    if coeffs.dim() == 1:
+        return mix_parameter(stack, coeffs, "split").reshape(*shape)
+    target = tuple(stack[0].reshape(*shape).shape)
+    if not target or target[0] != 1 or not isinstance(other, Tensor) or other.dim() < len(target):
+        raise ValueError(
+            f"a per-sample λ cannot give each sample its own copy of a weight-like tensor reshaped to "
+            f"{target}: it has no leading broadcast axis that meets the batch. Pass one λ shared by the "
+            "batch, or exclude this tensor from `targets`."
+        )
+    rows = expand_rows(coeffs, other.shape[0], "operand")
+    mixed = mix(stack.reshape(stack.shape[0], -1), rows).reshape(rows.shape[0], *target[1:])  # (N·k, *target[1:])
+    return mixed.reshape(mixed.shape[0], *([1] * (other.dim() - len(target))), *target[1:])

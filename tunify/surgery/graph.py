@@ -19,8 +19,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, broadcastable, mix_operand, mix_parameter,
-                      mixed_weight, tunable_conv2d, tunable_linear)
+from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, broadcastable, mix_operand,
+                      mix_operand_reshaped, mix_parameter, mixed_weight, tunable_conv2d, tunable_linear)
 
 __all__ = ["COEFFS_INPUT", "rewrite_graph"]
 
@@ -69,13 +69,39 @@ def _named_args(node: fx.Node, names: Tuple[str, ...]) -> Dict[str, object]:
 _ELEMENTWISE = {operator.mul, operator.add, operator.sub, operator.truediv, torch.mul, torch.add, torch.sub, torch.div}
 
 
+_ELEMENTWISE_METHODS = {"mul", "add", "sub", "div"}  # x.mul(γ) as well as x * γ
+_RESHAPES = {"reshape", "view"}
+
+
 def _other_operand(user: fx.Node, node: fx.Node):
     """The other tensor operand when ``user`` is a binary elementwise op on ``node``, else None."""
-    if user.op == "call_function" and user.target in _ELEMENTWISE and len(user.args) == 2 and not user.kwargs:
+    binary = (user.op == "call_function" and user.target in _ELEMENTWISE) or \
+             (user.op == "call_method" and user.target in _ELEMENTWISE_METHODS)
+    if binary and len(user.args) == 2 and not user.kwargs:
         a, b = user.args
         other = b if a is node else a if b is node else None
         return other if isinstance(other, fx.Node) and other is not node else None
     return None
+
+
+def _reshaped_uses(user: fx.Node, node: fx.Node, tensor_shape: tuple):
+    """When ``user`` is ``node.reshape(*shape)`` (or ``.view``) that gives the tensor (of
+    ``tensor_shape``) a leading broadcast axis of 1, and its every use is a binary elementwise
+    op: (shape, [(op, other operand), ...]); else None. A shape computed at run time is
+    checked when the model runs (``mix_operand_reshaped``)."""
+    if not (user.op == "call_method" and user.target in _RESHAPES and len(user.args) >= 2
+            and user.args[0] is node and not user.kwargs and user.users):
+        return None
+    rest = user.args[1:]
+    shape = tuple(rest[0]) if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else tuple(rest)
+    if tensor_shape and all(isinstance(d, int) for d in shape):
+        try:
+            if torch.empty(tensor_shape, device="meta").reshape(shape).shape[:1] != (1,):
+                return None  # no leading 1 to carry the sample: a per-sample λ splits rows instead
+        except RuntimeError:
+            return None
+    uses = [(u, _other_operand(u, user)) for u in user.users]
+    return (shape, uses) if all(o is not None for _, o in uses) else None
 
 
 def _replace_read(graph: fx.Graph, node: fx.Node, read: Tuple[str, str, tuple], coeffs: fx.Node,
@@ -96,12 +122,20 @@ def _replace_read(graph: fx.Graph, node: fx.Node, read: Tuple[str, str, tuple], 
         split_reasons.append(f"{node.target} is read whole in the forward")
         return
     users = list(node.users)
-    others = [_other_operand(u, node) for u in users]
-    if mode != "split" and broadcastable(shape) and all(o is not None for o in others):
-        for user, other in zip(users, others):
-            with graph.inserting_before(user):
-                mixed = graph.call_function(mix_operand, (stack, coeffs, other))
-            user.replace_input_with(node, mixed)
+    direct = [_other_operand(u, node) if broadcastable(shape) else None for u in users]
+    reshaped = [None if d is not None else _reshaped_uses(u, node, tuple(shape)) for u, d in zip(users, direct)]
+    if mode != "split" and all(d is not None or r is not None for d, r in zip(direct, reshaped)):
+        for user, other, via in zip(users, direct, reshaped):
+            if other is not None:  # x * β, β (1, *S'): the mixture gets a sample axis (mix_operand)
+                with graph.inserting_before(user):
+                    mixed = graph.call_function(mix_operand, (stack, coeffs, other))
+                user.replace_input_with(node, mixed)
+                continue
+            for op, other in via[1]:  # x.mul(γ.reshape(1, -1, 1, 1)): mix first, then reshape
+                with graph.inserting_before(op):
+                    mixed = graph.call_function(mix_operand_reshaped, (stack, coeffs, via[0], other))
+                op.replace_input_with(user, mixed)
+            graph.erase_node(user)
         return
     with graph.inserting_after(stack):
         mixed = graph.call_function(mix_parameter, (stack, coeffs, "split"))
