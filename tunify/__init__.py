@@ -28,10 +28,9 @@ from .surgery import (
     tunify,
 )
 
-__version__ = "0.1.0"
-
-from .publishing import from_pretrained, from_zoo, list_zoo, push_to_hub, save_pretrained  # noqa: E402  (needs __version__)
-from .evaluation import SweepResult, sweep  # noqa: E402
+from .version import __version__
+from .publishing import from_pretrained, from_zoo, list_zoo, push_to_hub, save_pretrained
+from .evaluation import SweepResult, sweep
 
 __all__ = [
     "tunify",

@@ -37,32 +37,65 @@ def _kwargs(pairs: List[str]) -> dict:
 
 
 def _convert_source(args: argparse.Namespace):
-    """(model, tunify's first argument, example inputs): a model file goes through spandrel,
-    its inputs sized as the file's architecture requires; anything else through create_model."""
-    from .archs import create_model
-    from .archs.model_file import describe, example_inputs, is_model_file, load_model_file
+    """(original network, tunify's first argument, example inputs) for a model file or a
+    registry name (a model file's inputs sized as its architecture requires), or None for a
+    model that is tunable already (published, run, zoo, hub folder)."""
+    from .archs.model_file import describe, example_inputs
+    from .publishing.resolve import identify, plain_network, underlying
 
-    if is_model_file(args.model):
-        if args.arg:
-            raise ValueError("--arg sets architecture arguments, but a model file brings its own; drop --arg")
-        descriptor = load_model_file(args.model)
-        print(describe(descriptor, args.model))
-        return descriptor.model.eval(), descriptor, example_inputs(descriptor, args.size, args.batch)
-    model = create_model(args.model, **_kwargs(args.arg)).eval()
-    return model, model, (torch.rand(args.batch, args.channels, args.size, args.size),)
+    kind, where = identify(args.model)
+    kind = underlying(kind, where)
+    if kind not in ("model_file", "registry"):
+        return None
+    model, descriptor = plain_network(kind, where, _kwargs(args.arg))
+    if descriptor is None:
+        return model, model, (torch.rand(args.batch, args.channels, args.size, args.size),)
+    print(describe(descriptor, str(where)))
+    return model, descriptor, example_inputs(descriptor, args.size, args.batch)
+
+
+def _lams(tm) -> list:
+    """Every corner of the λ space and its centre."""
+    p = tm.p
+    return [tm.lam_space.vertex(i) for i in range(p)] + [torch.full((p,), 1.0 / p if tm.lam_space.kind == "simplex" else 0.5)]
+
+
+def _check_tuned(args: argparse.Namespace) -> int:
+    """``convert`` on a model that is tunable already: its report, and bake(λ) against tm(λ)."""
+    from .archs.model_file import fit_size
+    from .publishing import resolve
+    from .surgery import bake
+
+    tm = resolve(args.model).tm
+    print(tm.tunify_report if args.full else tm.tunify_report.summary())
+    rules = getattr(tm, "model_file", None) or {}
+    side = fit_size(rules.get("size_requirements", {}), args.size)
+    x = torch.rand(args.batch, rules.get("input_channels", args.channels), side, side)
+    print("\nchecks (a tuned model: bake(λ) must equal tm(λ), each per-sample row its own run):")
+    with torch.no_grad():
+        lams = _lams(tm)
+        for lam in lams:
+            err = (bake(tm, lam)(x) - tm(x, lam=lam)).abs().max().item()
+            print(f"  λ={[round(v, 3) for v in lam.tolist()]}: max |baked - tm| = {err:.2e}")
+        rows = torch.stack([lams[i % len(lams)] for i in range(args.batch)])
+        alone = torch.cat([tm(x[i : i + 1], lam=rows[i]) for i in range(args.batch)])
+        print(f"  per-sample λ ({args.batch} rows): max |rows - separate runs| = {(tm(x, lam=rows) - alone).abs().max().item():.2e}")
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
     from .surgery import bake, tunify
 
     torch.manual_seed(0)
-    model, source, xs = _convert_source(args)
+    found = _convert_source(args)
+    if found is None:
+        return _check_tuned(args)
+    model, source, xs = found
     objectives = args.objectives.split(",") if args.objectives else 2
     # the guard: raises naming the first layer that differs from the original at init
     tm = tunify(source, objectives, lam_space=args.lam_space, mode=args.mode, example_inputs=xs)
     print(tm.tunify_report if args.full else tm.tunify_report.summary())
-    p = tm.p
-    lams = [tm.lam_space.vertex(i) for i in range(p)] + [torch.full((p,), 1.0 / p if args.lam_space == "simplex" else 0.5)]
+    lams = _lams(tm)
     first = lambda out: out[0] if isinstance(out, (tuple, list)) else out  # noqa: E731
     run = lambda m, **kw: first(m(*[x.clone() for x in xs], **kw))  # noqa: E731  (some forwards edit inputs)
     print("\nchecks (untrained tunable model must equal the original at every λ):")
@@ -86,11 +119,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def recipe_path(name: str) -> Path:
-    """A recipe file: a path, or the name of one shipped in the repo's recipes/ folder."""
+    """A recipe file: a path, or the name of one shipped with tunify (recipes/, package data in a wheel)."""
+    from .shipped import shipped_dir
+
     path = Path(name)
     if path.is_file():
         return path
-    shipped = Path(__file__).resolve().parents[1] / "recipes"
+    shipped = shipped_dir("recipes")
     for candidate in (shipped / name, shipped / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
@@ -182,19 +217,23 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from .publishing import resolve_model, verify_card
+    from .publishing import resolve, verify_card
     from .publishing.card import sweep_table
 
-    tm, folder = resolve_model(args.name)
-    card = tm.card
-    print(f"{card['name']}: tunable {card['arch']} {card['arch_kwargs']}, λ {card['lam_space']} over "
-          f"{', '.join(o['name'] for o in card['objectives'])}")
+    resolved = resolve(args.name)
+    tm, card = resolved.tm, resolved.card
+    step = f", checkpoint at step {card['step']}" if card.get("step") is not None else ""
+    print(f"{resolved.name} ({resolved.kind}{step}): tunable {card['arch']} {card.get('arch_kwargs') or {}}, "
+          f"λ {card['lam_space']} over {', '.join(o['name'] for o in card['objectives'])}")
     for o in card["objectives"]:
         print(f"  {o['name']}: {o.get('description') or '-'}")
     if card.get("metrics"):
-        print(sweep_table(card["metrics"], list(tm.objectives)))
+        print(sweep_table(card["metrics"], list(tm.objectives), card["lam_space"]))
     if args.verify:
-        rows = verify_card(tm, folder)
+        if resolved.folder is None or not card.get("metrics"):
+            raise ValueError(f"{args.name} has no measured sweep to verify ({resolved.kind}): --verify re-measures "
+                             "a published or zoo model's card")
+        rows = verify_card(tm, resolved.folder)
         worst = max(abs(r["delta"]) for r in rows)
         for r in rows:
             print(f"  λ={r['lam']}: card {r['published']:.3f} dB, measured {r['measured']:.3f} dB ({r['delta']:+.4f})")
@@ -228,8 +267,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .evaluation import check_metrics, is_paired_folder, parse_lams, recipe_settings, require_matplotlib, sweep
-    from .publishing import resolve_model
+    from .evaluation import check_metrics, is_paired_folder, parse_lams, require_matplotlib, sweep
+    from .publishing import recipe_settings, resolve
+    from .archs.sizing import sized_forward
     from .training.schema import load_yaml_text
 
     metrics = check_metrics(args.metrics)
@@ -245,14 +285,16 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"--degradation applies to clean images, but {args.images} holds lq/ and gt/ pairs "
                          "(their lq images are already degraded): drop --degradation")
     require_matplotlib()
-    tm, folder = resolve_model(args.model)
+    resolved = resolve(args.model)
+    tm, folder = resolved.tm, resolved.folder
     settings = recipe_settings(folder)
     if degradation is None and settings.get("degradation") is not None:
         degradation, where = settings["degradation"], f"{folder / 'recipe.yaml'}"
-    name = (getattr(tm, "card", None) or {}).get("name") or Path(str(args.model).rstrip("/")).name
+    name = resolved.name
     out = Path(args.out or f"runs/sweep-{name}")
     result = sweep(tm, args.images, lams=lams, points=args.points, degradation=degradation, loss=settings.get("loss"),
-                   metrics=metrics, max_size=args.max_size, seed=args.seed, progress=not args.no_progress, name=name)
+                   metrics=metrics, max_size=args.max_size, seed=args.seed, progress=not args.no_progress, name=name,
+                   forward=sized_forward(tm))
     if "loss" in result.skipped and settings.get("loss_reason"):
         result.skipped["loss"] = settings["loss_reason"]
     files = result.save(out)
@@ -272,12 +314,12 @@ DEFAULT_DEMO_MODEL = "realesr-compact-x4-pd"  # real Real-ESRGAN weights with a 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import serve
-    from .publishing import resolve_model
+    from .publishing import resolve
+    from .archs.sizing import sized_forward
 
-    source = args.model
-    tm, _ = resolve_model(source)
-    name = (getattr(tm, "card", None) or {}).get("name", source)
-    server, _ = serve(tm, name=name, host=args.host, port=args.port)
+    resolved = resolve(args.model)
+    name = resolved.name
+    server, _ = serve(resolved.tm, name=name, host=args.host, port=args.port, forward=sized_forward(resolved.tm))
     host, port = server.server_address[:2]
     print(f"tunify demo of {name} on http://{host}:{port}/  (Ctrl+C to stop)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -291,13 +333,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_HELP = ("a zoo name, a published folder, a training run's folder (its latest checkpoint), a model file "
+              "(.pth/.pt/.ckpt/.safetensors, read by spandrel; untrained: every λ gives the original), a registry "
+              "name or timm:<name> (untrained), or hf-hub:owner/name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert", help="tunify a registry model or a model file and print what was converted")
-    conv.add_argument("model", nargs="?", default="nafnet-width32",
-                      help="registry name, timm:<name>, or a model file (.pth/.pt/.ckpt/.safetensors, read by spandrel) "
-                           "(default nafnet-width32)")
+    conv.add_argument("model", nargs="?", default="nafnet-width32", help=MODEL_HELP + " (default nafnet-width32); "
+                      "a model that is tunable already gets its report and bake(λ) checked against tm(λ)")
     conv.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="architecture keyword argument")
     conv.add_argument("--objectives", default="", help="comma-separated objective names (default: 2 unnamed)")
     conv.add_argument("--lam-space", default="simplex", choices=["simplex", "box"])
@@ -334,23 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--zoo", action="store_true", help="also list it in zoo/index.json")
     pub.add_argument("--recipe", default=None, help="recipe path to record in the zoo entry")
     pub.set_defaults(func=_publish)
-    load = sub.add_parser("load", help="load a zoo model (or a published folder) and show its card")
-    load.add_argument("name")
+    load = sub.add_parser("load", help="load a model (zoo name, folder, run, model file, ...) and show its card")
+    load.add_argument("name", help=MODEL_HELP)
     load.add_argument("--verify", action="store_true", help="re-measure the card's λ sweep (must match within 0.05 dB)")
     load.set_defaults(func=_load)
     exp = sub.add_parser("export", help="export a published model with λ as an input (or baked at --lam)")
-    exp.add_argument("model", help="zoo name or published folder")
+    exp.add_argument("model", help=MODEL_HELP)
     exp.add_argument("--format", default="onnx", choices=["onnx", "torch-export"])
     exp.add_argument("--lam", default=None, help="bake this λ (comma-separated) instead of making λ an input")
     exp.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
     exp.set_defaults(func=_export)
     demo = sub.add_parser("demo", help="a local page: upload an image and move λ")
-    demo.add_argument("model", nargs="?", default=DEFAULT_DEMO_MODEL, help=f"zoo name or published folder (default {DEFAULT_DEMO_MODEL})")
+    demo.add_argument("model", nargs="?", default=DEFAULT_DEMO_MODEL, help=f"{MODEL_HELP} (default {DEFAULT_DEMO_MODEL})")
     demo.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     demo.add_argument("--port", type=int, default=7860)
     demo.set_defaults(func=_demo)
     sw = sub.add_parser("sweep", help="measure and picture what λ does: metrics per λ, plots, an image grid")
-    sw.add_argument("model", help="zoo name, published folder, a training run's folder (its latest checkpoint) or hub id")
+    sw.add_argument("model", help=MODEL_HELP)
     sw.add_argument("--images", required=True,
                     help="folder of clean images (or with lq/ and gt/ subfolders), a file, or skimage:name1,name2")
     sw.add_argument("--out", default=None, help="output folder (default runs/sweep-<name>)")

@@ -51,8 +51,8 @@ class LamInput(nn.Module):
         self.tm = tm
 
     def forward(self, image: Tensor, lam: Tensor) -> Tensor:
-        # _run, not tm(...): tm.forward validates λ with Python branches on its values.
-        return self.tm._run(image, coeffs=self.tm.lam_space.coefficients(lam))
+        # not tm(...): tm.forward validates λ with Python branches on its values.
+        return self.tm.run_coefficients(image, coeffs=self.tm.lam_space.coefficients(lam))
 
 
 class _ImageOnly(nn.Module):
@@ -130,7 +130,7 @@ def export_model(tm: TunableModel, path: Union[str, Path], format: str = "onnx",
     shapes. Raises RuntimeError naming the failure (and suggesting ``lam=``) otherwise.
     """
     fmt, path = _format(format), Path(path)
-    ref = tm._ref()
+    ref = tm.reference_tensor()
     centre = torch.full((tm.p,), 1.0 / tm.p if tm.lam_space.kind == "simplex" else 0.5).to(ref.device, ref.dtype)
     module = LamInput(tm) if lam is None else _ImageOnly(bake(tm, lam))
 
@@ -243,7 +243,7 @@ def check_export(tm: TunableModel, path: Union[str, Path], format: str, lams: Se
     Returns ``{"λ_1,λ_2,...": max abs error}``; raises :class:`ExportMismatch` listing every λ
     whose error exceeds ``atol`` (or is NaN).
     """
-    fmt, ref = _format(format), tm._ref()
+    fmt, ref = _format(format), tm.reference_tensor()
     run, takes_lam = _runner(Path(path), fmt, ref.device)
     x = torch.rand(tuple(size), generator=torch.Generator().manual_seed(0)).to(ref.dtype)
     errors: Dict[str, float] = {}
@@ -270,20 +270,15 @@ def check_export(tm: TunableModel, path: Union[str, Path], format: str, lams: Se
     return errors
 
 
-def _load(source: Union[str, Path]) -> TunableModel:
-    from .publishing import from_pretrained, from_zoo, list_zoo
-
-    if not Path(source).expanduser().is_dir() and str(source) in list_zoo():
-        return from_zoo(str(source))
-    return from_pretrained(source)  # a folder or a hub id; its errors name what is wrong
-
-
 def export_command(model_source: Union[str, Path], fmt: str, out: Union[str, Path],
                    lam: Optional[LamLike] = None) -> Dict[str, Any]:
-    """``tunify export``: load a published folder or zoo name, export, and check the file at
-    every corner of the λ space and its centre (or at the baked λ). Returns a summary dict."""
+    """``tunify export``: resolve the model, export, and check the file at
+    every corner of the λ space and its centre (or at the baked λ). Returns a summary dict.
+    ``model_source``: any name :func:`tunify.publishing.resolve` takes."""
+    from .publishing import resolve
+
     _format(fmt)
-    tm = _load(model_source)
+    tm = resolve(model_source).tm
     path = export_model(tm, out, format=fmt, lam=lam)
     space = tm.lam_space
     centre = [1.0 / space.p if space.kind == "simplex" else 0.5] * space.p

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from ..surgery import register_source
 from .weights import read_state_dict
 
 __all__ = [
@@ -93,6 +94,7 @@ def model_file_config(descriptor) -> Dict[str, Any]:
         "input_channels": int(descriptor.input_channels),
         "output_channels": int(descriptor.output_channels),
         "size_requirements": {"minimum": req.minimum, "multiple_of": req.multiple_of, "square": req.square},
+        "tiling": getattr(descriptor.tiling, "name", str(descriptor.tiling)),  # SUPPORTED, DISCOURAGED or INTERNAL
         "purpose": str(descriptor.purpose),
     }
 
@@ -140,10 +142,12 @@ def describe(descriptor, path: Optional[str] = None) -> str:
 
 
 def fit_size(descriptor, size: int) -> int:
-    """The nearest side length ≥ ``size`` that the model's size requirements accept."""
-    req = descriptor.size_requirements
-    side = max(int(size), int(req.minimum or 1))
-    step = max(int(req.multiple_of or 1), 1)
+    """The nearest side length ≥ ``size`` that the model's size requirements accept; ``descriptor``
+    is spandrel's, or the ``size_requirements`` mapping of a :func:`model_file_config` record."""
+    req = descriptor if isinstance(descriptor, dict) else descriptor.size_requirements
+    get = req.get if isinstance(req, dict) else (lambda k: getattr(req, k))
+    side = max(int(size), int(get("minimum") or 1))
+    step = max(int(get("multiple_of") or 1), 1)
     return -(-side // step) * step
 
 
@@ -156,3 +160,14 @@ def example_inputs(descriptor, size: int = 64, batch: int = 2, seed: int = 0) ->
     if str(descriptor.purpose) != "Inpainting":
         return (image,)
     return image, (torch.rand(batch, 1, side, side, generator=g) > 0.7).float()
+
+
+def _descriptor_source(obj: Any):
+    """tunify()'s source hook: a spandrel ModelDescriptor is its network plus the record that
+    rebuilds it (surgery knows nothing of spandrel; this module tells it)."""
+    if isinstance(obj, nn.Module) or not isinstance(getattr(obj, "model", None), nn.Module):
+        return None
+    return obj.model, model_file_config(obj)
+
+
+register_source(_descriptor_source)

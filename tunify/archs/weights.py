@@ -71,7 +71,7 @@ def ncnn_source(spec: str):
         if not param.is_file():
             raise FileNotFoundError(f"ncnn param file {param} does not exist")
         return param, param.with_suffix(".bin")
-    from .realesrgan import ncnn_files
+    from .ncnn import ncnn_files
 
     return ncnn_files(spec)
 

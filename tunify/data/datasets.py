@@ -30,7 +30,7 @@ from ._util import did_you_mean
 from .degrade import Degradation, DegradationSpec, build_degradation
 from .images import ImageSource, list_images, load_images, read_image
 
-__all__ = ["DegradedImages", "PairedFolders", "batch_generator", "build_dataset"]
+__all__ = ["DegradedImages", "PairedFolders", "batch_generator", "build_dataset", "pair_by_stem", "image_size"]
 
 Batch = Dict[str, Tensor]
 
@@ -205,7 +205,7 @@ class DegradedImages:
         return self._degrade(gt, torch.Generator().manual_seed(seed))
 
 
-def _pair_by_stem(lq_files: List[Path], gt_files: List[Path], scale: int, lq_dir: str, gt_dir: str) -> List[Tuple[Path, Path]]:
+def pair_by_stem(lq_files: List[Path], gt_files: List[Path], scale: int, lq_dir: str, gt_dir: str) -> List[Tuple[Path, Path]]:
     """Match files by name without extension; an lq stem may also end in 'x{scale}' (DIV2K's
     0001x4.png for 0001.png)."""
     def by_stem(files: List[Path], where: str) -> Dict[str, Path]:
@@ -239,7 +239,7 @@ def _pair_by_stem(lq_files: List[Path], gt_files: List[Path], scale: int, lq_dir
     return sorted(pairs, key=lambda pair: pair[1].name)
 
 
-def _size(path: Path) -> Tuple[int, int]:
+def image_size(path: Path) -> Tuple[int, int]:
     """(H, W) from the file header, without decoding the pixels."""
     try:
         with Image.open(path) as img:
@@ -275,10 +275,10 @@ class PairedFolders:
         self.patch_size = _check_patch(patch_size, scale, "PairedFolders")
         self.augment, self.in_memory = bool(augment), bool(in_memory)
         self.lq_dir, self.gt_dir = os.fspath(lq_dir), os.fspath(gt_dir)
-        pairs = _pair_by_stem(list_images(lq_dir), list_images(gt_dir), scale, self.lq_dir, self.gt_dir)
+        pairs = pair_by_stem(list_images(lq_dir), list_images(gt_dir), scale, self.lq_dir, self.gt_dir)
         sizes = []
         for lq, gt in pairs:
-            (h, w), (gh, gw) = _size(lq), _size(gt)
+            (h, w), (gh, gw) = image_size(lq), image_size(gt)
             if (gh, gw) != (h * scale, w * scale):
                 raise ValueError(
                     f"PairedFolders: {gt.name} is {gh}×{gw} but its lq {lq.name} is {h}×{w}; with scale={scale} "

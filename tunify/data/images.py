@@ -23,7 +23,7 @@ from torch import Tensor
 from ._util import did_you_mean
 
 __all__ = ["IMAGE_EXTENSIONS", "SKIMAGE_DEFAULT", "SKIMAGE_NAMES", "ImageSource", "list_images",
-           "load_images", "read_array", "read_image", "save_image"]
+           "load_images", "read_array", "read_image", "save_image", "shrink"]
 
 ImageSource = Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -126,7 +126,7 @@ def list_images(folder: Union[str, "os.PathLike[str]"]) -> List[Path]:
     return files
 
 
-def _shrink(image: Tensor, max_size: int) -> Tensor:
+def shrink(image: Tensor, max_size: int) -> Tensor:
     """(C, H, W) → longer side at most max_size, antialiased bicubic, aspect kept."""
     h, w = image.shape[-2:]
     if max(h, w) <= max_size:
@@ -168,7 +168,7 @@ def load_images(source: ImageSource, max_size: Optional[int] = None) -> List[Ten
         images = [read_image(p) for p in source]
     else:
         raise ValueError(f"an image source is a folder, a file or a list of files, got {source!r}")
-    return [_shrink(im, max_size) for im in images] if max_size else images
+    return [shrink(im, max_size) for im in images] if max_size else images
 
 
 def save_image(image: Tensor, path: Union[str, "os.PathLike[str]"], quality: int = 95) -> None:

@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -75,8 +75,11 @@ def _encode_png(image: torch.Tensor) -> str:
 class DemoApp:
     """The demo's logic, separate from HTTP so it is testable and reusable."""
 
-    def __init__(self, tm: TunableModel, name: str = "tunable model", keep: int = 4, max_input_pixels: Optional[int] = None):
+    def __init__(self, tm: TunableModel, name: str = "tunable model", keep: int = 4, max_input_pixels: Optional[int] = None,
+                 forward: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None):
         self.tm, self.name, self.keep = tm.eval(), name, keep
+        # (image (1, 3, h, w), λ (p,)) -> output; a model file's size rules pad, crop and tile here
+        self.forward = forward or (lambda x, lam: self.tm(x, lam=lam))
         self.inputs: "OrderedDict[str, torch.Tensor]" = OrderedDict()
         self.lock = threading.Lock()  # one forward at a time: the CPU is the bottleneck anyway
         self.scale, self.max_input_pixels = self._probe(max_input_pixels)
@@ -88,9 +91,9 @@ class DemoApp:
         x = torch.rand(1, 3, 64, 64)
         lam = self.tm.validate_lam([1.0 / self.tm.p] * self.tm.p)  # the centre: valid on the simplex and in the box
         with torch.no_grad():
-            self.tm(x[..., :16, :16], lam=lam)  # warm-up: first calls pay for allocation
+            self.forward(x[..., :16, :16], lam)  # warm-up: first calls pay for allocation
             start = time.perf_counter()
-            out = self.tm(x, lam=lam)
+            out = self.forward(x, lam)
             per_pixel = (time.perf_counter() - start) / x[0, 0].numel()
         scale = max(1, round(out.shape[-1] / x.shape[-1]))
         if limit is None:
@@ -143,7 +146,7 @@ class DemoApp:
             raise BadInput("send one λ for the image, a list of numbers")
         with self.lock, torch.no_grad():
             start = time.perf_counter()
-            out = self.tm(image[None], lam=lam_t)[0]
+            out = self.forward(image[None], lam_t)[0]
             ms = (time.perf_counter() - start) * 1000
         return {"image": _encode_png(out), "ms": round(ms, 1), "lam": [round(float(v), 4) for v in lam_t]}
 
@@ -216,10 +219,12 @@ def _bind(host: str, port: int, handler: type, tries: int = 20) -> ThreadingHTTP
 
 
 def serve(tm: TunableModel, name: str = "tunable model", host: str = "127.0.0.1", port: int = 7860,
-          background: bool = False) -> Tuple[ThreadingHTTPServer, Optional[threading.Thread]]:
+          background: bool = False, forward: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+          ) -> Tuple[ThreadingHTTPServer, Optional[threading.Thread]]:
     """Start the demo server; ``port=0`` picks a free one, a port in use moves to the next
-    free one (the address is ``server.server_address``)."""
-    server = _bind(host, port, _handler(DemoApp(tm, name)))
+    free one (the address is ``server.server_address``). ``forward``: how to run the model
+    (``tunify.archs.sizing.sized_forward(tm)`` for a model file's size rules)."""
+    server = _bind(host, port, _handler(DemoApp(tm, name, forward=forward)))
     if background:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

@@ -13,8 +13,9 @@ and AlexNet weights already in the torch hub cache (nothing is ever downloaded).
 from .inputs import Sample, is_paired_folder, prepare_inputs
 from .plots import image_grid, plot_metrics, plot_perception_distortion, require_matplotlib
 from .quality import lpips_distance, lpips_unavailable, lpips_weights_path, niqe, niqe_fits, niqe_unavailable
-from .result import SweepResult, metric_label
-from .sweep import METRICS, check_metrics, parse_lams, recipe_settings, sweep, sweep_lams
+from .labels import metric_label
+from .result import SWEEP_FORMAT, SweepResult
+from .sweep import METRICS, check_metrics, parse_lams, sweep, sweep_lams
 
 __all__ = [
     "sweep",
@@ -23,7 +24,7 @@ __all__ = [
     "check_metrics",
     "parse_lams",
     "sweep_lams",
-    "recipe_settings",
+    "SWEEP_FORMAT",
     "prepare_inputs",
     "is_paired_folder",
     "Sample",

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from ..data import SKIMAGE_DEFAULT, build_degradation, list_images, load_images, read_image
-from ..data.datasets import _pair_by_stem, _size
-from ..data.images import _shrink
+from ..data.datasets import image_size, pair_by_stem
+from ..data.images import shrink
 
 __all__ = ["Sample", "prepare_inputs", "is_paired_folder", "IMAGES_HELP"]
 
@@ -92,7 +92,7 @@ def _tensor_list(value: Any, what: str) -> List[Tensor]:
 def _clean(images: Any, max_size: Optional[int]) -> Tuple[List[str], List[Tensor]]:
     if isinstance(images, Tensor) or (isinstance(images, (list, tuple)) and images and isinstance(images[0], Tensor)):
         tensors = _tensor_list(images, "images")
-        out = [_shrink(t.clamp(0, 1), max_size) if max_size else t for t in tensors]
+        out = [shrink(t.clamp(0, 1), max_size) if max_size else t for t in tensors]
         return [f"image{i}" for i in range(len(out))], out
     try:
         out = load_images(images, max_size)
@@ -127,10 +127,10 @@ def _degrade(names: List[str], images: List[Tensor], degradation: Any, seed: int
 def _paired_folder(root: Path, max_size: Optional[int]) -> List[Sample]:
     lq_dir, gt_dir = root / "lq", root / "gt"
     lq_files, gt_files = list_images(lq_dir), list_images(gt_dir)
-    (h, w), (gh, gw) = _size(lq_files[0]), _size(gt_files[0])
+    (h, w), (gh, gw) = image_size(lq_files[0]), image_size(gt_files[0])
     scale = gh // h if gh % h == 0 and gw % w == 0 and gh // h == gw // w and gh >= h else 1
     samples = []
-    for lq_path, gt_path in _pair_by_stem(lq_files, gt_files, scale, str(lq_dir), str(gt_dir)):
+    for lq_path, gt_path in pair_by_stem(lq_files, gt_files, scale, str(lq_dir), str(gt_dir)):
         lq, gt = read_image(lq_path), read_image(gt_path)
         (h, w), (gh, gw) = lq.shape[-2:], gt.shape[-2:]
         if (gh, gw) != (h * scale, w * scale):

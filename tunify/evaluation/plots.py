@@ -19,15 +19,16 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .result import LOWER_IS_BETTER, lam_text, metric_label
+from .labels import LOWER_IS_BETTER, lam_text, metric_label
 
-if TYPE_CHECKING:
-    from .result import SweepResult
+# Plots read a sweep's rows, metrics and space (a SweepResult); result.py imports this module, so
+# the type is named here and not imported (no circle, not even for type checkers).
+SweepResult = Any
 
 __all__ = ["require_matplotlib", "layout", "plot_metrics", "plot_perception_distortion", "image_grid"]
 
@@ -56,7 +57,7 @@ def _figure(panels: int, size: Tuple[float, float] = (4.2, 3.4)):
     return fig, axes
 
 
-def layout(result: "SweepResult") -> str:
+def layout(result: SweepResult) -> str:
     """'segment' (simplex p=2), 'triangle' (simplex p=3), 'heatmap' (box p=2) or 'index'."""
     kind, p = result.space.kind, result.space.p
     if kind == "simplex" and p == 2:
@@ -70,7 +71,7 @@ def _cmap(metric: str) -> str:
     return "viridis_r" if metric in LOWER_IS_BETTER or metric.startswith("loss_") else "viridis"
 
 
-def _points(result: "SweepResult", metric: str) -> Tuple[List[List[float]], List[float]]:
+def _points(result: SweepResult, metric: str) -> Tuple[List[List[float]], List[float]]:
     """(λ rows, values) where the metric has a value."""
     pairs = [(r["lam"], r[metric]) for r in result.rows if r.get(metric) is not None]
     return [p[0] for p in pairs], [float(p[1]) for p in pairs]
@@ -82,7 +83,7 @@ def _barycentric(lams: Sequence[Sequence[float]]) -> Tuple[List[float], List[flo
     return xs, ys
 
 
-def _segment(ax, result: "SweepResult", metric: str) -> None:
+def _segment(ax, result: SweepResult, metric: str) -> None:
     lams, values = _points(result, metric)
     order = sorted(range(len(lams)), key=lambda i: lams[i][1])
     ax.plot([lams[i][1] for i in order], [values[i] for i in order], "o-", color="C0", label="output")
@@ -91,7 +92,7 @@ def _segment(ax, result: "SweepResult", metric: str) -> None:
     ax.set_xlim(-0.03, 1.03)
 
 
-def _triangle(fig, ax, result: "SweepResult", metric: str) -> None:
+def _triangle(fig, ax, result: SweepResult, metric: str) -> None:
     lams, values = _points(result, metric)
     xs, ys = _barycentric(lams)
     corners = list(_TRIANGLE) + [_TRIANGLE[0]]
@@ -114,7 +115,7 @@ def _triangle(fig, ax, result: "SweepResult", metric: str) -> None:
     ax.axis("off")
 
 
-def _heatmap(fig, ax, result: "SweepResult", metric: str) -> None:
+def _heatmap(fig, ax, result: SweepResult, metric: str) -> None:
     lams, values = _points(result, metric)
     a, b = result.objectives
     xs, ys = sorted({l[0] for l in lams}), sorted({l[1] for l in lams})
@@ -142,7 +143,7 @@ def _heatmap(fig, ax, result: "SweepResult", metric: str) -> None:
     ax.set_aspect("equal")
 
 
-def _index(ax, result: "SweepResult", metric: str) -> None:
+def _index(ax, result: SweepResult, metric: str) -> None:
     pts = [(i, r[metric]) for i, r in enumerate(result.rows) if r.get(metric) is not None]
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="C0", label="output")
     if len(result.rows) <= 16:
@@ -151,7 +152,7 @@ def _index(ax, result: "SweepResult", metric: str) -> None:
     ax.set_xlabel(f"λ point ({', '.join(result.objectives)})")
 
 
-def plot_metrics(result: "SweepResult", path: Union[str, Path]) -> Path:
+def plot_metrics(result: SweepResult, path: Union[str, Path]) -> Path:
     """One panel per measured metric against λ (layout by λ space, see the module
     docstring); the input's level is a dashed line where the axes allow one."""
     metrics = list(result.metrics)
@@ -183,7 +184,7 @@ def plot_metrics(result: "SweepResult", path: Union[str, Path]) -> Path:
     return path
 
 
-def _perception_metric(result: "SweepResult") -> Optional[str]:
+def _perception_metric(result: SweepResult) -> Optional[str]:
     for metric in ("lpips", "niqe"):
         if metric in result.metrics:
             return metric
@@ -200,7 +201,7 @@ def _corner(lam: Sequence[float], kind: str) -> Optional[int]:
     return -1 if kind == "box" and zeros == len(lam) else None
 
 
-def _explain(result: "SweepResult", path: Path) -> Path:
+def _explain(result: SweepResult, path: Path) -> Path:
     """A figure that says why the perception–distortion plane cannot be drawn."""
     fig, (ax,) = _figure(1, size=(6.4, 3.0))
     missing = [] if "psnr" in result.metrics else ["PSNR (distortion) was not measured"]
@@ -215,7 +216,7 @@ def _explain(result: "SweepResult", path: Path) -> Path:
     return path
 
 
-def plot_perception_distortion(result: "SweepResult", path: Union[str, Path]) -> Path:
+def plot_perception_distortion(result: SweepResult, path: Union[str, Path]) -> Path:
     """The λ path in the perception–distortion plane: x = PSNR (right is better), y = LPIPS,
     else NIQE, else the last objective's loss (lower is better), corners highlighted, the
     input marked. Without PSNR or a perception measure the figure says why instead."""

@@ -3,37 +3,20 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import Tensor
 
+from ..files import atomic_write_text
 from ..lam import LamSpace
+from . import plots
+from .labels import LOWER_IS_BETTER, format_value, lam_text, metric_label
 
-__all__ = ["SweepResult", "metric_label", "LOWER_IS_BETTER"]
+__all__ = ["SweepResult", "SWEEP_FORMAT", "SWEEP_FORMAT_VERSION", "metric_label", "LOWER_IS_BETTER", "lam_text"]
 
-_LABELS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "niqe": "NIQE ↓", "lpips": "LPIPS ↓"}
-_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "niqe": "{:.3f}", "lpips": "{:.4f}"}
-LOWER_IS_BETTER = ("niqe", "lpips")  # and every loss_<objective>
-
-
-def metric_label(name: str) -> str:
-    """How a metric column is titled in tables and plots, with which way is better."""
-    if name.startswith("loss_"):
-        return f"loss {name[5:]} ↓"
-    return _LABELS.get(name, name)
-
-
-def _fmt(name: str, value: Optional[float]) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return _FORMATS.get(name, "{:.4g}").format(value)
-
-
-def lam_text(lam: List[float]) -> str:
-    return "(" + ", ".join(f"{v:.2f}" for v in lam) + ")"
+SWEEP_FORMAT, SWEEP_FORMAT_VERSION = "tunify-sweep", 1
 
 
 @dataclass
@@ -83,7 +66,11 @@ class SweepResult:
 
     # -- writing -----------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
+        """The one sweep.json format (:data:`SWEEP_FORMAT`): what `tunify sweep`, a training run's
+        end-of-run sweep and a model card's ``metrics`` field all hold."""
         return {
+            "format": SWEEP_FORMAT,
+            "format_version": SWEEP_FORMAT_VERSION,
             "objectives": list(self.objectives),
             "space": {"kind": self.space.kind, "p": self.space.p, "names": list(self.space.names)},
             "metrics": list(self.metrics),
@@ -98,22 +85,36 @@ class SweepResult:
         }
 
     def to_json(self, path: Union[str, Path]) -> Path:
-        """Everything measured (also per image) as JSON; :meth:`from_json` reads it back."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, default=str, allow_nan=False))
-        return path
+        """Everything measured (also per image) as JSON, written atomically; :meth:`from_json`
+        reads it back."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=str, allow_nan=False))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], objectives: Optional[Sequence[str]] = None,
+                  lam_space: str = "simplex") -> "SweepResult":
+        """A sweep from its dict: the current format, or the older ``{"rows", "input_psnr"}`` one
+        that training runs and model cards wrote before the formats were one (then the λ space
+        is ``lam_space`` and the names ``objectives``, or those stored, or ``objective_i``)."""
+        if data.get("format") == SWEEP_FORMAT:
+            space = data["space"]
+            return cls(space=LamSpace(space["kind"], int(space["p"]), tuple(space["names"])),
+                       objectives=tuple(data["objectives"]), metrics=data["metrics"], rows=data["rows"],
+                       per_image=data.get("per_image", []), input_row=data.get("input", {}),
+                       input_per_image=data.get("input_per_image", []), images=data.get("images", []),
+                       skipped=data.get("skipped", {}), settings=data.get("settings", {}),
+                       grid_columns=data.get("grid_columns", []))
+        rows = list(data.get("rows") or [])
+        p = len(rows[0]["lam"]) if rows else len(objectives or data.get("objectives") or [])
+        names = tuple(objectives or data.get("objectives") or [f"objective_{i}" for i in range(p)])
+        metrics = [m for m in ("psnr", "ssim") if rows and m in rows[0]]
+        metrics += [k for k in (rows[0] if rows else {}) if k.startswith("loss_")]
+        legacy_input = data.get("input_psnr")
+        return cls(space=LamSpace(lam_space, len(names), names), objectives=names, metrics=metrics, rows=rows,
+                   input_row={} if legacy_input is None else {"psnr": legacy_input})
 
     @classmethod
     def from_json(cls, path: Union[str, Path]) -> "SweepResult":
-        data = json.loads(Path(path).read_text())
-        space = data["space"]
-        return cls(space=LamSpace(space["kind"], int(space["p"]), tuple(space["names"])),
-                   objectives=tuple(data["objectives"]), metrics=data["metrics"], rows=data["rows"],
-                   per_image=data.get("per_image", []), input_row=data.get("input", {}),
-                   input_per_image=data.get("input_per_image", []), images=data.get("images", []),
-                   skipped=data.get("skipped", {}), settings=data.get("settings", {}),
-                   grid_columns=data.get("grid_columns", []))
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def to_csv(self, path: Union[str, Path]) -> Path:
         """One line per λ: lam_<objective>..., then the measured metrics (means over images)."""
@@ -131,9 +132,9 @@ class SweepResult:
         head = [f"λ ({', '.join(self.objectives)})"] + [metric_label(m) for m in self.metrics]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            lines.append("| " + " | ".join([lam_text(r["lam"])] + [_fmt(m, r.get(m)) for m in self.metrics]) + " |")
+            lines.append("| " + " | ".join([lam_text(r["lam"])] + [format_value(m, r.get(m)) for m in self.metrics]) + " |")
         if any(self.input_row.get(m) is not None for m in self.metrics):
-            lines.append("| input | " + " | ".join(_fmt(m, self.input_row.get(m)) for m in self.metrics) + " |")
+            lines.append("| input | " + " | ".join(format_value(m, self.input_row.get(m)) for m in self.metrics) + " |")
         return "\n".join(lines)
 
     def report(self) -> str:
@@ -166,7 +167,6 @@ class SweepResult:
         """Write sweep.csv, sweep.json, sweep_metrics.png, perception_distortion.png,
         grid.png (when the tiles are in memory) and sweep.md into ``out_dir``."""
         from ..data import save_image
-        from . import plots
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -180,5 +180,5 @@ class SweepResult:
         files["md"] = out / "sweep.md"
         self.files = files
         self.to_json(files["json"])
-        files["md"].write_text(self.report())
+        atomic_write_text(files["md"], self.report())
         return files

@@ -25,12 +25,13 @@ from torch import Tensor
 from .._text import did_you_mean
 from ..lam import LamSpace, lam_grid
 from ..metrics import psnr, ssim
+from ..console import progress_bar
 from ..surgery import TunableModel
-from . import quality
+from . import plots, quality
 from .inputs import Sample, is_paired_folder, prepare_inputs
 from .result import SweepResult
 
-__all__ = ["sweep", "METRICS", "check_metrics", "parse_lams", "sweep_lams", "recipe_settings", "MAX_GRID_COLUMNS"]
+__all__ = ["sweep", "METRICS", "check_metrics", "parse_lams", "sweep_lams", "MAX_GRID_COLUMNS"]
 
 METRICS = ("psnr", "ssim", "loss", "niqe", "lpips")
 """Valid metric names: ``loss`` stands for one ``loss_<objective>`` column per objective."""
@@ -89,31 +90,6 @@ def sweep_lams(space: LamSpace, lams: Any = None, points: int = 11) -> Tensor:
             raise ValueError(f"λ #{i + 1} ({', '.join(f'{v:g}' for v in row.tolist())}) is off the "
                              f"{space.kind}: {exc}") from None
     return grid
-
-
-def recipe_settings(folder: Optional[Union[str, Path]]) -> Dict[str, Any]:
-    """What a published folder's recipe.yaml says about evaluation.
-
-    Returns {"degradation": list or None, "loss": ParametricLoss or None, "loss_reason":
-    why no loss could be built (or None)}; an empty dict when there is no recipe.yaml.
-    The degradation is the validation set's (else the training set's) when it is synthetic.
-    """
-    if folder is None or not (Path(folder) / "recipe.yaml").is_file():
-        return {}
-    from ..training import build_model, load_recipe, parametric_loss
-
-    recipe = load_recipe(Path(folder) / "recipe.yaml")
-    spec = recipe.data.val or recipe.data.train
-    out: Dict[str, Any] = {"degradation": spec.get("degradation") if spec.get("type") == "degraded" else None,
-                           "loss": None, "loss_reason": None}
-    try:
-        ploss = parametric_loss(recipe, strict=False)
-        if ploss.needs_reference:  # "original" targets: the pretrained network, rebuilt from the recipe's weights
-            ploss.set_reference(build_model(recipe.model))
-        out["loss"] = ploss
-    except Exception as exc:  # e.g. a perceptual loss whose weights are not at hand
-        out["loss_reason"] = f"objective losses skipped: the recipe's objectives could not be built ({exc})"
-    return out
 
 
 def _parametric_loss(objectives: Any, loss: Any, p: int):
@@ -189,39 +165,9 @@ def _measure(out: Tensor, sample: Sample, use: Dict[str, bool], clamp: bool = Tr
     return {k: _finite(v) for k, v in row.items()}
 
 
-@torch.no_grad()
-def sweep(tm: TunableModel, images: Any, *, lams: Any = None, points: int = 11, degradation: Any = None,
-          objectives: Any = None, loss: Any = None, metrics: Union[str, Sequence[str]] = METRICS,
-          max_size: Optional[int] = 512, seed: int = 0, out_dir: Optional[Union[str, Path]] = None,
-          progress: bool = True, grid_crop: Optional[int] = 128, name: Optional[str] = None) -> SweepResult:
-    """Run ``tm`` at each λ on each image and measure what λ does.
-
-    images: clean images (a folder, files, ``"skimage:a,b"``, (3, H, W) tensors) degraded with
-    ``degradation`` (recipe-style step list) by a generator seeded with ``seed``; or a folder
-    with lq/ and gt/ subfolders; or a mapping {"lq": (B, 3, h, w), "gt": (B, 3, H, W)}.
-    lams: explicit (N, p) λ, else ``lam_grid(tm.lam_space, points)``. objectives / loss:
-    objective specs (or an ObjectiveSet) and the loss mode/spec, or a ParametricLoss, for
-    the ``loss_<objective>`` columns. metrics: any of :data:`METRICS`; one that cannot run
-    is reported in ``result.skipped`` with the reason. out_dir: also write sweep.csv,
-    sweep.json, sweep.md, sweep_metrics.png, perception_distortion.png and grid.png
-    (centre crops of ``grid_crop`` px; None for whole images).
-
-    PSNR and SSIM are measured on outputs clamped to [0, 1] and on the input as it is (as
-    the training sweeps do); losses on the raw output.
-    """
-    want = check_metrics(metrics)
-    if out_dir is not None:
-        from .plots import require_matplotlib
-
-        require_matplotlib()  # fail before the work, not after it
-    space = tm.lam_space
-    grid = sweep_lams(space, lams, points)
-    samples = prepare_inputs(images, degradation, max_size, seed)
+def _usable(want: Tuple[str, ...], samples: List[Sample]) -> Tuple[Dict[str, bool], Dict[str, str]]:
+    """Which image metrics run ({metric: bool}) and why the others cannot ({metric: reason})."""
     skipped: Dict[str, str] = {}
-    ploss = _parametric_loss(objectives, loss, space.p) if "loss" in want else None
-    if "loss" in want and ploss is None:
-        skipped["loss"] = ("objective losses skipped: no objectives given (pass objectives= and loss=, or sweep a "
-                           "model folder whose recipe.yaml lists them)")
     use = {m: m in want for m in ("psnr", "ssim", "niqe", "lpips")}
     for metric, check in (("niqe", quality.niqe_unavailable), ("lpips", quality.lpips_unavailable)):
         reason = check() if use[metric] else None
@@ -232,78 +178,150 @@ def sweep(tm: TunableModel, images: Any, *, lams: Any = None, points: int = 11, 
         use["niqe"], skipped["niqe"] = False, (
             f"NIQE skipped: it needs images of at least {quality.NIQE_BLOCK}×{2 * quality.NIQE_BLOCK} px (two "
             f"{quality.NIQE_BLOCK}-px blocks); the largest here is {largest[0]}×{largest[1]}")
+    return use, skipped
 
+
+class _Run:
+    """One pass over (λ, image): the per-image rows, the grid tiles, and the loss columns.
+
+    Each sample's batch is moved to the device and prepared for the loss once (the
+    "original" target is the pretrained network's output: one forward per image, not per λ)."""
+
+    def __init__(self, tm: Any, samples: List[Sample], use: Dict[str, bool], ploss: Any, seed: int,
+                 device: torch.device, forward: Any):
+        self.tm, self.samples, self.use, self.ploss, self.seed = tm, samples, use, ploss, seed
+        self.device, self.forward = device, forward
+        self.per_image: List[Dict[str, Any]] = []
+        self.loss_names: List[str] = []
+        self.loss_failure: Optional[str] = None
+        self.batches = [{k: v.to(device) for k, v in s.batch().items()} for s in samples] if ploss is not None else []
+        for batch in self.batches:
+            if hasattr(ploss, "prepare"):
+                ploss.prepare(batch)
+
+    def image(self, k: int, lam: Tensor) -> Tensor:
+        """The output at λ for sample k (1, 3, H, W), and its row appended to per_image."""
+        sample = self.samples[k]
+        lq = sample.lq.to(self.device)
+        out = self.forward(lq, lam.to(self.device)).float()
+        if out.shape[1:] != sample.gt.shape[1:]:
+            raise ValueError(f"the model maps image {sample.name!r} of {tuple(lq.shape)} to "
+                             f"{tuple(out.shape)}, not to its clean size {tuple(sample.gt.shape)}")
+        row = {"image": sample.name, "lam": [float(v) for v in lam], **_measure(out, sample, self.use)}
+        if self.ploss is not None:
+            try:
+                _, terms = self.ploss(out, self.batches[k], lam.to(self.device).expand(1, -1),
+                                      torch.Generator().manual_seed(self.seed))
+            except (ValueError, KeyError, RuntimeError) as exc:
+                self.loss_failure, self.ploss = f"objective losses skipped: {exc}", None
+            else:
+                self.loss_names = [f"loss_{n}" for n in terms]
+                row.update({f"loss_{n}": _finite(float(t.reshape(-1)[0])) for n, t in terms.items()})
+        self.per_image.append(row)
+        return out
+
+
+def _means(grid: Tensor, per_image: List[Dict[str, Any]], measured: List[str], n: int) -> List[Dict[str, Any]]:
+    """One row per λ: the mean of each measured column over the n images."""
+    rows = []
+    for j, lam in enumerate(grid):
+        chunk = per_image[j * n : (j + 1) * n]
+        rows.append({"lam": [float(v) for v in lam], **{m: _mean([r.get(m) for r in chunk]) for m in measured}})
+    return rows
+
+
+@torch.no_grad()
+def sweep(tm: TunableModel, images: Any, *, lams: Any = None, points: int = 11, degradation: Any = None,
+          objectives: Any = None, loss: Any = None, metrics: Union[str, Sequence[str]] = METRICS,
+          max_size: Optional[int] = 512, seed: int = 0, out_dir: Optional[Union[str, Path]] = None,
+          progress: bool = True, grid_crop: Optional[int] = 128, name: Optional[str] = None,
+          pictures: bool = True, forward: Any = None) -> SweepResult:
+    """Run ``tm`` at each λ on each image and measure what λ does: the one λ sweep behind
+    ``tunify sweep``, validation during training, the end-of-run sweep and the model card.
+
+    images: clean images (a folder, files, ``"skimage:a,b"``, (3, H, W) tensors) degraded with
+    ``degradation`` (recipe-style step list) by a generator seeded with ``seed``; or a folder
+    with lq/ and gt/ subfolders; or a mapping {"lq": (B, 3, h, w), "gt": (B, 3, H, W)}.
+    lams: explicit (N, p) λ, else ``lam_grid(tm.lam_space, points)``. objectives / loss:
+    objective specs (or an ObjectiveSet) and the loss mode/spec, or a ParametricLoss, for
+    the ``loss_<objective>`` columns. metrics: any of :data:`METRICS`; one that cannot run
+    is reported in ``result.skipped`` with the reason. out_dir: also write sweep.csv,
+    sweep.json, sweep.md, sweep_metrics.png, perception_distortion.png and grid.png
+    (centre crops of ``grid_crop`` px; None for whole images). pictures: keep the grid's
+    tiles (off for validation during training). forward: ``(lq (1, 3, h, w), λ (p,)) ->
+    output`` instead of ``tm(lq, lam=λ)`` (the size rules of a model file: pad, crop, tile).
+
+    Every image runs alone, so a row does not depend on which other images were swept with it.
+    PSNR and SSIM are measured on outputs clamped to [0, 1] and on the input as it is; losses
+    on the raw output.
+    """
+    want = check_metrics(metrics)
+    if out_dir is not None:
+        plots.require_matplotlib()  # fail before the work, not after it
+    space = tm.lam_space
+    grid = sweep_lams(space, lams, points)
+    samples = prepare_inputs(images, degradation, max_size, seed)
+    use, skipped = _usable(want, samples)
+    ploss = _parametric_loss(objectives, loss, space.p) if "loss" in want else None
+    if "loss" in want and ploss is None:
+        skipped["loss"] = ("objective losses skipped: no objectives given (pass objectives= and loss=, or sweep a "
+                           "model folder whose recipe.yaml lists them)")
     device = next((p.device for p in tm.parameters()), torch.device("cpu"))
-    was_training = tm.training
-    tm.eval()
-    columns = _grid_columns(len(grid))
+    run = _Run(tm, samples, use, ploss, seed, device, forward or (lambda x, lam: tm(x, lam=lam)))
+    columns = _grid_columns(len(grid)) if pictures else []
     boxes = [_crop_box(*s.gt.shape[-2:], grid_crop) for s in samples]
-    tiles: List[List[Tensor]] = [[_tile(s.lq, b, s.gt.shape[-1] / s.lq.shape[-1])] for s, b in zip(samples, boxes)]
-    per_image: List[Dict[str, Any]] = []
-    loss_names: List[str] = []
-    bar = _progress(len(grid), progress)
-    start = time.perf_counter()
+    tiles: List[List[Tensor]] = ([[_tile(s.lq, b, s.gt.shape[-1] / s.lq.shape[-1])] for s, b in zip(samples, boxes)]
+                                 if pictures else [])
+    was_training, bar, start = tm.training, progress_bar(len(grid), 0, progress, "λ sweep"), time.perf_counter()
+    tm.eval()
     try:
         for j, lam in enumerate(grid):
-            lam_list = [float(v) for v in lam]
-            for k, sample in enumerate(samples):
-                lq = sample.lq.to(device)
-                out = tm(lq, lam=lam.to(device)).float()
-                if out.shape[1:] != sample.gt.shape[1:]:
-                    raise ValueError(f"the model maps image {sample.name!r} of {tuple(lq.shape)} to "
-                                     f"{tuple(out.shape)}, not to its clean size {tuple(sample.gt.shape)}")
-                row = {"image": sample.name, "lam": lam_list, **_measure(out, sample, use)}
-                if ploss is not None:
-                    batch = {key: v.to(device) for key, v in sample.batch().items()}
-                    try:
-                        _, terms = ploss(out, batch, lam.to(device).expand(1, -1), torch.Generator().manual_seed(seed))
-                    except (ValueError, KeyError, RuntimeError) as exc:
-                        skipped["loss"] = f"objective losses skipped: {exc}"
-                        ploss = None
-                    else:
-                        loss_names = [f"loss_{n}" for n in terms]
-                        row.update({f"loss_{n}": _finite(float(t.reshape(-1)[0])) for n, t in terms.items()})
-                per_image.append(row)
+            for k in range(len(samples)):
+                out = run.image(k, lam)
                 if j in columns:
                     tiles[k].append(_tile(out, boxes[k]))
             bar.update(1)
     finally:
         bar.close()
         tm.train(was_training)
-    for k, s in enumerate(samples):
+    for k, s in enumerate(samples if pictures else []):
         tiles[k].append(_tile(s.gt, boxes[k]))
-
-    measured = [m for m in ("psnr", "ssim") if use[m]] + ([] if "loss" in skipped else loss_names)
+    if run.loss_failure:
+        skipped["loss"] = run.loss_failure
+    measured = [m for m in ("psnr", "ssim") if use[m]] + ([] if "loss" in skipped else run.loss_names)
     measured += [m for m in ("niqe", "lpips") if use[m]]
-    n = len(samples)
-    rows = []
-    for j, lam in enumerate(grid):
-        chunk = per_image[j * n : (j + 1) * n]
-        rows.append({"lam": [float(v) for v in lam], **{m: _mean([r.get(m) for r in chunk]) for m in measured}})
-    input_per_image = [{"image": s.name, **_measure(s.lq.to(device), s, use, clamp=False)} for s in samples]
-    input_row = {m: _mean([r.get(m) for r in input_per_image]) for m in measured if m in ("psnr", "ssim", "niqe", "lpips")}
-    for r in per_image:  # columns that were dropped (losses after a failure) leave no trace
+    for r in run.per_image:  # columns that were dropped (losses after a failure) leave no trace
         for key in [key for key in r if key.startswith("loss_") and key not in measured]:
             del r[key]
-    notes = []
+    input_per_image = [{"image": s.name, **_measure(s.lq.to(device), s, use, clamp=False)} for s in samples]
+    input_row = {m: _mean([r.get(m) for r in input_per_image]) for m in measured if m in ("psnr", "ssim", "niqe", "lpips")}
+    result = SweepResult(space=space, objectives=tuple(space.names), metrics=measured,
+                         rows=_means(grid, run.per_image, measured, len(samples)), per_image=run.per_image,
+                         input_row=input_row, input_per_image=input_per_image, images=[s.name for s in samples],
+                         skipped=skipped, tiles=tiles, grid_columns=columns,
+                         settings=_settings(tm, images, degradation, lams, use, samples, dict(
+                             name=name, seed=seed, max_size=max_size, points=points, grid_crop=grid_crop,
+                             seconds=round(time.perf_counter() - start, 3), device=str(device))))
+    if out_dir is not None:
+        result.save(out_dir)
+    return result
+
+
+def _settings(tm: Any, images: Any, degradation: Any, lams: Any, use: Dict[str, bool], samples: List[Sample],
+              given: Dict[str, Any]) -> Dict[str, Any]:
+    """How the sweep was made (settings in sweep.json), and notes on partial metrics."""
+    n, notes = len(samples), []
     small = [s.name for s in samples if not quality.niqe_fits(*s.gt.shape[-2:])]
     if use["niqe"] and small:
         notes.append(f"NIQE is the mean over {n - len(small)} of {n} images; {', '.join(small)} are smaller than "
                      f"{quality.NIQE_BLOCK}×{2 * quality.NIQE_BLOCK} px")
-    settings = {
-        "model": name or (getattr(tm, "card", None) or {}).get("name") or type(tm.model).__name__,
+    return {
+        "model": given["name"] or (getattr(tm, "card", None) or {}).get("name") or type(getattr(tm, "model", tm)).__name__,
         "source": images if isinstance(images, (str, Path)) else type(images).__name__,
         "degradation": _spec(degradation) if not isinstance(images, Mapping) and not is_paired_folder(images) else None,
-        "seed": seed, "max_size": max_size, "points": None if lams is not None else points,
-        "grid_crop": grid_crop, "seconds": round(time.perf_counter() - start, 3), "device": str(device),
-        "notes": notes,
+        "seed": given["seed"], "max_size": given["max_size"], "points": None if lams is not None else given["points"],
+        "grid_crop": given["grid_crop"], "seconds": given["seconds"], "device": given["device"], "notes": notes,
     }
-    result = SweepResult(space=space, objectives=tuple(space.names), metrics=measured, rows=rows, per_image=per_image,
-                         input_row=input_row, input_per_image=input_per_image, images=[s.name for s in samples],
-                         skipped=skipped, settings=settings, tiles=tiles, grid_columns=columns)
-    if out_dir is not None:
-        result.save(out_dir)
-    return result
 
 
 def _spec(degradation: Any) -> Any:
@@ -311,12 +329,6 @@ def _spec(degradation: Any) -> Any:
     from ..data import build_degradation
 
     return None if degradation is None else json.loads(json.dumps(build_degradation(degradation).spec, default=str))
-
-
-def _progress(total: int, enabled: bool):
-    from ..training.logs import progress_bar
-
-    return progress_bar(total, 0, enabled, "λ sweep")
 
 
 def _finite(value: Optional[float]) -> Optional[float]:

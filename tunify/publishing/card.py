@@ -4,19 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..training.files import atomic_write_text
+from ..evaluation import SweepResult
+from ..files import atomic_write_text
 
 __all__ = ["write_card", "sweep_table"]
 
 
-def sweep_table(metrics: Dict[str, Any], names: List[str]) -> str:
-    """Markdown table of a λ sweep: λ, PSNR, SSIM per row (+ the input's PSNR)."""
-    lines = [f"| λ ({', '.join(names)}) | PSNR (dB) | SSIM |", "|---|---|---|"]
-    for r in metrics.get("rows", []):
-        lines.append(f"| ({', '.join(f'{v:.2f}' for v in r['lam'])}) | {r['psnr']:.2f} | {r['ssim']:.4f} |")
-    if metrics.get("input_psnr") is not None:
-        lines.append(f"| degraded input | {metrics['input_psnr']:.2f} | |")
-    return "\n".join(lines)
+def sweep_table(metrics: Dict[str, Any], names: List[str], lam_space: str = "simplex") -> str:
+    """Markdown table of a card's λ sweep: the sweep's own table (λ, PSNR, SSIM, losses, ...,
+    and the input), from the one sweep format or the older ``{"rows", "input_psnr"}`` one."""
+    return SweepResult.from_dict(metrics, names, lam_space).table()
 
 
 def write_card(folder: Path, config: Dict[str, Any], has_strip: bool, notes: Optional[str] = None) -> Path:
@@ -58,7 +55,7 @@ def write_card(folder: Path, config: Dict[str, Any], has_strip: bool, notes: Opt
     if metrics and metrics.get("rows"):
         parts += ["## Measured λ sweep", "", metrics.get("note", "PSNR/SSIM against the clean images of the "
                   "recipe's validation set (reproduce with `tunify load NAME --verify`)."), "",
-                  sweep_table(metrics, names), ""]
+                  sweep_table(metrics, names, config["lam_space"]), ""]
     if has_strip:
         parts += ["![λ sweep](sweep.png)", "", "*Degraded input, the output at each λ of the sweep, clean image.*", ""]
     parts += [

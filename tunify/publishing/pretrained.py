@@ -14,7 +14,6 @@ legacy ``pytorch_model.pth``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,30 +23,44 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..archs import create_model
 from ..archs.weights import state_mismatch
 from ..surgery import TunableModel, tunify
 from ..training.files import FILE_MODE, atomic_write_text
+from .layout import CONFIG_NAME, FORMAT_VERSION, LEGACY_WEIGHTS, WEIGHTS_NAME, sha256_file
 
 __all__ = ["save_pretrained", "from_pretrained", "sha256_file", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION"]
 
-CONFIG_NAME, WEIGHTS_NAME, LEGACY_WEIGHTS = "config.json", "model.safetensors", "pytorch_model.pth"
-FORMAT_VERSION = 1
 
 
-def sha256_file(path: Union[str, Path]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _spandrel_record(tm: TunableModel) -> Optional[Dict[str, Any]]:
+    """What rebuilds a network made from a model file without the file (spandrel's arch id,
+    tensor shapes, hyper-parameters, scale, size requirements, tiling), or None."""
+    record = getattr(tm, "model_file", None)
+    return record if isinstance(record, dict) and "spandrel_arch" in record else None
+
+
+def _build(config: Dict[str, Any], folder: Path):
+    """The plain network config.json describes: from its model-file record, else by arch name."""
+    try:
+        if config.get("model_file"):
+            from ..archs.model_file import model_from_config
+
+            return model_from_config(config["model_file"])
+        return create_model(config["arch"], **config.get("arch_kwargs", {}))
+    except Exception as exc:
+        raise ValueError(f"{folder / CONFIG_NAME}: cannot build architecture {config['arch']!r} "
+                         f"with {config.get('arch_kwargs')} ({type(exc).__name__}: {exc})") from exc
 
 
 def _arch_of(tm: TunableModel, arch: Optional[str], arch_kwargs: Optional[Dict[str, Any]]):
     source = getattr(tm, "arch_source", None) or {}
     arch = arch or source.get("arch")
     kwargs = arch_kwargs if arch_kwargs is not None else source.get("kwargs", {})
+    record = _spandrel_record(tm)
+    if not arch and record:  # made from a model file: config.json's model_file field rebuilds it
+        arch, kwargs = f"spandrel:{record['spandrel_arch']}", record.get("hyperparameters", {})
     if not arch:
         raise ValueError(
             "save_pretrained needs to know how to rebuild the network: pass arch= (a registry name, "
@@ -69,7 +82,7 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
     and sha256 (see :mod:`tunify.publishing.adapter`).
 
     ``recipe``: the Recipe that trained it (saved as recipe.yaml and hashed); ``metrics``: a
-    λ sweep ({"rows": [{"lam", "psnr", "ssim"}...], "input_psnr"}) for the card; ``strip``:
+    λ sweep in the one sweep format (``SweepResult.to_dict()``, a run's sweep.json) for the card; ``strip``:
     its image strip (PNG), copied as sweep.png; ``notes``: markdown the card ends with
     (measured comparisons, caveats).
     """
@@ -110,6 +123,7 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
         "name": name or getattr(recipe, "name", None) or folder.name,
         "arch": arch,
         "arch_kwargs": kwargs,
+        "model_file": _spandrel_record(tm),  # None unless made from a model file
         "p": space.p,
         "objectives": [{"name": n, "description": descriptions.get(n, "")} for n in space.names],
         "lam_space": space.kind,
@@ -131,25 +145,16 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
 
 
 def _resolve(source: Union[str, Path], revision: Optional[str]) -> Path:
+    """A local folder as it is, else a hub id 'owner/name' fetched (or read from the hub cache)."""
     path = Path(source).expanduser()
     if path.is_dir():
         return path
     text = str(source)
     if path.exists() or text.count("/") != 1 or text.startswith((".", "/", "~")):
         raise FileNotFoundError(f"{source} is not a tunify model folder (no such directory) nor a hub id 'owner/name'")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:
-        raise ImportError(f"loading hub id {text!r} needs huggingface_hub: pip install huggingface_hub") from exc
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    try:
-        return Path(snapshot_download(text, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE"),
-                                      local_files_only=offline))
-    except Exception as exc:
-        raise FileNotFoundError(
-            f"could not fetch hub repository {text!r} ({type(exc).__name__}: {exc}). Without network access, "
-            "download the folder elsewhere and pass its local path."
-        ) from exc
+    from .hub import download
+
+    return download(text, revision)
 
 
 def _read_config(folder: Path) -> Dict[str, Any]:
@@ -194,6 +199,9 @@ _FIELDS = {
     "format_version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "weights_sha256": (lambda v: v is None or isinstance(v, str), "null or a hex string"),
     "metrics": (lambda v: v is None or isinstance(v, dict), "null or a mapping"),
+    "model_file": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("spandrel_arch"), str)
+                                           and isinstance(v.get("state_dict_shapes"), dict)),
+                   "null or a mapping with spandrel_arch and state_dict_shapes"),
     "name": (lambda v: isinstance(v, str), "a string"),
     "rank": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), "null or an integer ≥ 1"),
 }
@@ -248,11 +256,7 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
         return load_adapter(folder, config, base_model, map_location)
     if base_model is not None:
         raise ValueError(f"{folder} is a full save (it holds its whole network); base_model= is only for adapter-only folders")
-    try:
-        model = create_model(config["arch"], **config.get("arch_kwargs", {}))
-    except Exception as exc:
-        raise ValueError(f"{folder / CONFIG_NAME}: cannot build architecture {config['arch']!r} "
-                         f"with {config.get('arch_kwargs')} ({type(exc).__name__}: {exc})") from exc
+    model = _build(config, folder)
     names = [o["name"] if isinstance(o, dict) else o for o in config["objectives"]]
     if len(names) != config["p"]:
         raise ValueError(f"{folder / CONFIG_NAME}: p={config['p']} but {len(names)} objectives are listed")
@@ -277,4 +281,9 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
     tm.to(map_location).eval()
     tm.card = config
     tm.arch_source = {"arch": config["arch"], "kwargs": config.get("arch_kwargs", {})}
+    if config.get("model_file"):
+        tm.model_file = config["model_file"]  # its size rules: sweep and demo pad, crop and tile by them
     return tm
+
+
+TunableModel.save_hook = save_pretrained  # tm.save_pretrained(...) (surgery does not import publishing)

@@ -39,7 +39,9 @@ def load_run(run_dir: Union[str, Path], finished: bool = True) -> TunableModel:
     step, state, trainer_state = load_checkpoint(ckpt)
     if finished and step < recipe.optim.steps:
         raise ValueError(f"{ckpt} is at step {step} of {recipe.optim.steps}: finish the run (tunify train ... --resume) first")
-    spec = dataclasses.replace(recipe.model, weights=None)
+    # The checkpoint holds every weight; a model file is still read, since its tensors are what
+    # tells spandrel the architecture.
+    spec = recipe.model if recipe.model.arch is None else dataclasses.replace(recipe.model, weights=None)
     tm = tunify_from_recipe(build_model(spec), recipe)
     tm.model.load_state_dict({k[len("model."):]: v for k, v in state.items()} if all(k.startswith("model.") for k in state) else state)
     if trainer_state.get("ema"):
@@ -62,8 +64,7 @@ def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[
     recipe = tm.recipe
     metrics = None
     if (run_dir / "sweep.json").is_file():
-        sweep = json.loads((run_dir / "sweep.json").read_text())
-        metrics = {"rows": sweep["rows"], "input_psnr": sweep.get("input_psnr")}
+        metrics = json.loads((run_dir / "sweep.json").read_text())  # the card holds the run's sweep as it is
     return save_pretrained(tm, to, arch=recipe.model.arch, arch_kwargs=recipe.model.kwargs, recipe=recipe,
                            metrics=metrics, strip=run_dir / "sweep.png", name=name or recipe.name,
                            notes=(run_dir / "card_notes.md").read_text() if (run_dir / "card_notes.md").is_file() else None)

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Union
 
+from ..evaluation import SweepResult
+from ..shipped import shipped_dir
 from ..surgery import TunableModel
 from ..training.files import atomic_write_text
-from .pretrained import WEIGHTS_NAME, _resolve, from_pretrained, sha256_file
-from .publish import is_run_dir, load_run
+from .hub import download
+from .layout import WEIGHTS_NAME, sha256_file
+from .pretrained import from_pretrained
 
-__all__ = ["ZOO_DIR", "zoo_index", "list_zoo", "zoo_entry", "from_zoo", "add_to_zoo", "resolve_model"]
+__all__ = ["ZOO_DIR", "zoo_index", "list_zoo", "zoo_entry", "from_zoo", "add_to_zoo", "zoo_folder"]
 
-ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo"
+ZOO_DIR = shipped_dir("zoo")  # the repository's zoo/, or package data in an installed wheel
 
 
 def zoo_index(index: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
@@ -41,16 +44,16 @@ def zoo_entry(name: str, index: Optional[Union[str, Path]] = None) -> Dict[str, 
     return entries[name]
 
 
-def _zoo_folder(entry: Dict[str, Any], index: Optional[Union[str, Path]] = None) -> Path:
+def zoo_folder(entry: Dict[str, Any], index: Optional[Union[str, Path]] = None) -> Path:
     """The folder of a zoo entry: its path in the repo, or its hub snapshot."""
     base = Path(index).resolve().parent.parent if index else ZOO_DIR.parent
-    return (base / entry["path"]) if entry.get("path") else _resolve(entry["hub"], entry.get("revision"))
+    return (base / entry["path"]) if entry.get("path") else download(entry["hub"], entry.get("revision"))
 
 
 def from_zoo(name: str, index: Optional[Union[str, Path]] = None) -> TunableModel:
     """Load a published checkpoint by name, after checking its sha256 against the index."""
     entry = zoo_entry(name, index)
-    folder = _zoo_folder(entry, index)
+    folder = zoo_folder(entry, index)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"zoo model {name!r}: {weights} is missing")
@@ -61,34 +64,6 @@ def from_zoo(name: str, index: Optional[Union[str, Path]] = None) -> TunableMode
             "is corrupted or was changed. Restore it (git checkout -- zoo/) or download it again."
         )
     return from_pretrained(folder)
-
-
-def resolve_model(source: Union[str, Path], index: Optional[Union[str, Path]] = None) -> Tuple[TunableModel, Optional[Path]]:
-    """A tunable model from what a user typed, and the folder it came from.
-
-    ``source``: a published folder (:func:`from_pretrained`), a ``tunify train`` output folder
-    (its latest checkpoint, finished or not), a zoo name (:func:`from_zoo`, sha256-checked), or
-    else a hub id ``owner/name`` (fetched or read from the hub cache).
-    Returns ``(tm, folder)``; the folder holds config.json and, when published from a run,
-    the recipe.yaml that trained the model. Errors name the problem (a zoo typo gets a
-    did-you-mean).
-    """
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return (load_run(path, finished=False) if is_run_dir(path) else from_pretrained(path)), path
-    text = str(source)
-    if text in list_zoo(index):
-        return from_zoo(text, index), _zoo_folder(zoo_entry(text, index), index)
-    if text.count("/") != 1 or path.exists() or text.startswith((".", "/", "~")):
-        from .._text import did_you_mean
-
-        names = list_zoo(index)
-        raise FileNotFoundError(
-            f"{text!r} is not a tunify model folder, a zoo model nor a hub id 'owner/name'."
-            f"{did_you_mean(text, names)} Zoo models: {', '.join(names) or 'none'}"
-        )
-    folder = _resolve(text, None)
-    return from_pretrained(folder), folder
 
 
 def add_to_zoo(folder: Union[str, Path], index: Optional[Union[str, Path]] = None, recipe: Optional[str] = None) -> Dict[str, Any]:
@@ -102,7 +77,8 @@ def add_to_zoo(folder: Union[str, Path], index: Optional[Union[str, Path]] = Non
         rel = str(folder.relative_to(root))
     except ValueError:
         rel = str(folder)
-    metrics = config.get("metrics") or {}
+    sweep = SweepResult.from_dict(config.get("metrics") or {}, [o["name"] for o in config["objectives"]],
+                                  config["lam_space"])
     entry = {
         "name": config["name"],
         "arch": config["arch"],
@@ -113,8 +89,8 @@ def add_to_zoo(folder: Union[str, Path], index: Optional[Union[str, Path]] = Non
         "lam": {o["name"]: o.get("description", "") for o in config["objectives"]},
         "lam_space": config["lam_space"],
         "metrics": {"psnr_by_lam": {" ".join(f"{v:g}" for v in r["lam"]): round(r["psnr"], 2)
-                                    for r in metrics.get("rows", [])},
-                    "input_psnr": metrics.get("input_psnr")},
+                                    for r in sweep.rows if r.get("psnr") is not None},
+                    "input_psnr": sweep.input_row.get("psnr")},
     }
     data = zoo_index(index_path)
     data["models"] = [m for m in data["models"] if m["name"] != entry["name"]] + [entry]

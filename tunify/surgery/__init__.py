@@ -1,5 +1,5 @@
 """Model surgery: plan what to convert, trace with torch.fx, swap layers, rewrite the graph."""
-from .api import objective_names, tunify
+from .api import objective_names, register_source, tunify
 from .dispatch import LAYER_TYPES, lookup_layer, register_layer
 from .model import TunableModel, bake
 from .plan import list_targets
@@ -11,6 +11,7 @@ __all__ = [
     "bake",
     "list_targets",
     "objective_names",
+    "register_source",
     "TunableModel",
     "TunifyReport",
     "Converted",

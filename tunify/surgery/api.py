@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -20,9 +20,31 @@ from .guard import check_equal_at_init, check_per_sample_routing
 from .layout import sequence_first_reasons
 from .writers import keep_writes_exact
 
-__all__ = ["tunify", "objective_names"]
+__all__ = ["tunify", "objective_names", "register_source"]
 
 MODES = ("auto", "fx", "module")
+
+# Hooks that turn other things into a network: (obj) -> (nn.Module, record) or None. The record
+# lands in tm.model_file. tunify.archs.model_file registers spandrel's ModelDescriptor here, so
+# surgery never imports what sits above it.
+_SOURCES: List[Callable[[Any], Optional[Tuple[nn.Module, Dict[str, Any]]]]] = []
+
+
+def register_source(hook: Callable[[Any], Optional[Tuple[nn.Module, Dict[str, Any]]]]) -> None:
+    """Let ``tunify(obj, ...)`` take objects that are not modules: ``hook(obj)`` returns
+    ``(network, record)`` for the objects it knows, None for others."""
+    if hook not in _SOURCES:
+        _SOURCES.append(hook)
+
+
+def _unwrap(model: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    if isinstance(model, nn.Module):
+        return model, None
+    for hook in _SOURCES:
+        found = hook(model)
+        if found is not None:
+            return found
+    raise TypeError(f"tunify() takes an nn.Module or a spandrel ModelDescriptor, got {type(model).__name__}")
 
 
 def objective_names(objectives: Union[int, Sequence[Any]]) -> tuple:
@@ -97,9 +119,7 @@ def tunify(
     Returns:
         TunableModel: ``tm(*inputs, lam=λ)`` with λ (B, p) or (p,).
     """
-    descriptor = None
-    if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
-        descriptor, model = model, model.model  # a spandrel ModelDescriptor
+    model, source_record = _unwrap(model)  # a spandrel descriptor: its network and what rebuilds it
     if example_inputs is not None and inplace:
         raise ValueError("example_inputs compares the result with the original, which inplace=True changes; "
                          "pass inplace=False")
@@ -108,10 +128,8 @@ def tunify(
     record = state_fingerprint(model) if rank else None
     tm = _convert(model, objectives, targets, exclude, lam_space, mode, inplace, rank)
     tm.base_record = record
-    if descriptor is not None:
-        from ..archs.model_file import model_file_config  # archs sits beside surgery; only a record
-
-        tm.model_file = model_file_config(descriptor)
+    if source_record is not None:
+        tm.model_file = source_record
     if example_inputs is not None:
         tm.eval() if not model.training else None
         check_equal_at_init(model, tm, example_inputs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +93,15 @@ class TunableModel(nn.Module):
     def _ref(self) -> Tensor:
         return next((t for t in self.model.parameters() if t.is_floating_point()), torch.empty(0))
 
+    def reference_tensor(self) -> Tensor:
+        """A floating-point parameter of the model: its device and dtype are the model's."""
+        return self._ref()
+
+    def run_coefficients(self, *args: Any, coeffs: Tensor, **kwargs: Any) -> Any:
+        """The forward at kernel coefficients ``coeffs`` (K,) with no check on them: what an
+        exported graph runs (λ validation branches on values, which a trace cannot hold)."""
+        return self._run(*args, coeffs=coeffs, **kwargs)
+
     def validate_lam(self, lam: LamLike, batch: Optional[int] = None) -> Tensor:
         """λ as a tensor (p,) or (B, p) on the model's device; ValueError if it is invalid."""
         ref = self._ref()
@@ -159,11 +168,15 @@ class TunableModel(nn.Module):
         """See :func:`bake`."""
         return bake(self, lam)
 
+    #: how :meth:`save_pretrained` writes a folder: set by tunify.publishing, which builds on
+    #: surgery (surgery never imports it)
+    save_hook: Optional[Callable[..., Any]] = None
+
     def save_pretrained(self, folder, **kwargs: Any):
         """Write a self-describing folder (see :func:`tunify.save_pretrained`)."""
-        from ..publishing import save_pretrained  # a convenience; publishing builds on surgery, not the reverse
-
-        return save_pretrained(self, folder, **kwargs)
+        if TunableModel.save_hook is None:
+            raise ImportError("save_pretrained is tunify.publishing's: import tunify (or tunify.publishing) first")
+        return TunableModel.save_hook(self, folder, **kwargs)
 
 
 @torch.no_grad()

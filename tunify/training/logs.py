@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..console import progress_bar
 from .files import FILE_MODE, atomic_write_bytes
 
 __all__ = ["MetricsLog", "plot_losses", "progress_bar"]
@@ -112,21 +112,3 @@ def plot_losses(csv_path: Path, png_path: Path, title: str = "", log: Callable[[
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return atomic_write_bytes(png_path, buffer.getvalue())
-
-
-def progress_bar(total: int, initial: int, enabled: bool, desc: str):
-    """tqdm when available and enabled; a silent stand-in otherwise."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=sys.stderr)
-        except ImportError:
-            pass
-
-    class _Silent:
-        def update(self, n: int = 1) -> None: ...
-        def set_postfix(self, *a: Any, **k: Any) -> None: ...
-        def close(self) -> None: ...
-
-    return _Silent()

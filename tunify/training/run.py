@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -113,37 +112,26 @@ def _pretrain(model: nn.Module, recipe: Recipe, out: Path, log: Callable[[str], 
                stop_after=stop_after, stage="pretrain", allow_changed_recipe=allow_changed_recipe)
 
 
-def write_sweep(tm: TunableModel, batch: Dict[str, torch.Tensor], out: Path, points: int, index: int = 0) -> Dict[str, Any]:
-    """Metrics per λ of the grid (sweep.md, sweep.json) and an image strip (sweep.png):
-    input | output at each λ | clean, for image ``index`` of ``batch``."""
-    from .validate import lam_sweep
+def write_sweep(tm: TunableModel, batch: Dict[str, torch.Tensor], out: Path, points: int, index: int = 0,
+                loss: Optional[nn.Module] = None) -> Dict[str, Any]:
+    """The end-of-run sweep: metrics per λ of the grid in the one sweep format (sweep.json, read
+    by ``tunify publish`` for the card; sweep.md) and an image strip (sweep.png): input | output
+    at each λ | clean, for image ``index`` of ``batch``."""
+    from .validate import sweep_batch
 
-    grid = lam_grid(tm.lam_space, points)
     device = next(tm.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    rows = lam_sweep(tm, batch, grid.to(device))
-    with torch.no_grad():
-        lq = batch["lq"][index : index + 1]
-        outs = [tm(lq, lam=lam.to(device))[0].clamp(0, 1).cpu() for lam in grid]
-    gt = batch["gt"][index].cpu()
-    tiles = ([batch["lq"][index].cpu()] if batch["lq"].shape == batch["gt"].shape else []) + outs + [gt]
-    gap = torch.ones(3, gt.shape[1], 4)
-    strip = torch.cat([t for tile in tiles for t in (tile, gap)][:-1], dim=2)
-    save_image(strip, out / "sweep.png")
-    noisy = None
-    if batch["lq"].shape == batch["gt"].shape:
-        from ..metrics import psnr
-        noisy = float(psnr(batch["lq"], batch["gt"]).mean())
-    names = tm.objectives
-    lines = [f"| λ ({', '.join(names)}) | PSNR (dB) | SSIM |", "|---|---|---|"]
-    lines += [f"| ({', '.join(f'{v:.2f}' for v in r['lam'])}) | {r['psnr']:.2f} | {r['ssim']:.4f} |" for r in rows]
-    if noisy is not None:
-        lines.append(f"| input | {noisy:.2f} | |")
-    atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "sweep.json", json.dumps({"objectives": names, "rows": rows, "input_psnr": noisy}, indent=1))
-    strip_note = "input | " if batch["lq"].shape == batch["gt"].shape else ""
-    return {"rows": rows, "input_psnr": noisy, "table": "\n".join(lines),
-            "strip": f"{strip_note}outputs at λ {[r['lam'] for r in rows]} | clean"}
+    result = sweep_batch(tm, {k: v.to(device) for k, v in batch.items()}, lam_grid(tm.lam_space, points).to(device),
+                         loss, pictures=True)
+    same = batch["lq"].shape == batch["gt"].shape  # a super-resolution input is not shown beside its outputs
+    tiles = result.tiles[index][0 if same else 1:]
+    gap = torch.ones(3, tiles[-1].shape[1], 4)
+    save_image(torch.cat([t for tile in tiles for t in (tile, gap)][:-1], dim=2), out / "sweep.png")
+    result.to_json(out / "sweep.json")
+    table = result.table()
+    atomic_write_text(out / "sweep.md", table + "\n")
+    shown = [result.rows[i]["lam"] for i in result.grid_columns]
+    return {"rows": result.rows, "input_psnr": result.input_row.get("psnr"), "table": table, "result": result,
+            "strip": f"{'input | ' if same else ''}outputs at λ {shown} | clean"}
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, stop_after: Optional[int] = None,

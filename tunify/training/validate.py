@@ -1,4 +1,6 @@
-"""λ sweeps on a fixed validation batch: what each λ does to PSNR, SSIM and each objective."""
+"""λ sweeps on a fixed validation batch, as training reports them (val.csv, the end-of-run
+sweep): rows of :func:`tunify.evaluation.sweep`, the one sweep, so a run's numbers are the
+numbers ``tunify sweep`` and the model card show for the same model, images and λ."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional
@@ -6,9 +8,19 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..metrics import psnr, ssim
+from ..evaluation import sweep
 
-__all__ = ["lam_sweep"]
+__all__ = ["lam_sweep", "sweep_batch"]
+
+
+def sweep_batch(model: nn.Module, batch: Dict[str, Tensor], lams: Tensor, loss: Optional[nn.Module] = None,
+                pictures: bool = False):
+    """The :class:`~tunify.evaluation.SweepResult` of ``model`` on ``batch`` ({"lq", "gt", ...},
+    (B, 3, h, w) / (B, 3, H, W)) at each λ row of ``lams`` (N, p): PSNR and SSIM, and each
+    objective's loss when the ParametricLoss ``loss`` is given. Each image runs alone."""
+    metrics = ("psnr", "ssim", "loss") if loss is not None else ("psnr", "ssim")
+    return sweep(model, batch, lams=lams, loss=loss, metrics=metrics, max_size=None, progress=False,
+                 pictures=pictures, grid_crop=None)
 
 
 @torch.no_grad()
@@ -16,24 +28,5 @@ def lam_sweep(model: nn.Module, batch: Dict[str, Tensor], lams: Tensor, loss: Op
               chunk: int = 8) -> List[Dict[str, object]]:
     """For each λ row of ``lams`` (N, p): mean PSNR/SSIM of ``model(lq, lam=λ)`` against the
     clean images, and (given the ParametricLoss ``loss``) each objective's mean loss.
-    Returns one dict per λ."""
-    was_training = model.training
-    model.eval()
-    rows = []
-    if loss is not None and hasattr(loss, "prepare"):
-        loss.prepare(batch)  # the "original" target once for the whole sweep
-    lq, gt = batch["lq"], batch["gt"]
-    for lam in lams:
-        preds = torch.cat([model(lq[i : i + chunk], lam=lam) for i in range(0, lq.shape[0], chunk)])
-        preds = preds.float()
-        row: Dict[str, object] = {
-            "lam": [round(float(v), 4) for v in lam],
-            "psnr": float(psnr(preds.clamp(0, 1), gt).mean()),
-            "ssim": float(ssim(preds.clamp(0, 1), gt).mean()),
-        }
-        if loss is not None:
-            _, terms = loss(preds, dict(batch), lam.expand(preds.shape[0], -1), torch.Generator().manual_seed(0))
-            row.update({f"loss_{name}": float(t.mean()) for name, t in terms.items()})
-        rows.append(row)
-    model.train(was_training)
-    return rows
+    Returns one dict per λ (``chunk`` is kept for callers; images now run one at a time)."""
+    return sweep_batch(model, batch, lams, loss).rows
