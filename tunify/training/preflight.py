@@ -43,7 +43,7 @@ def preflight(recipe: Recipe, model: Optional[nn.Module] = None) -> None:
     """Build every part the run will build (losses and targets of the fine-tune and of the
     pretraining, datasets, λ sampler, tunify's plan on ``model``) and raise the first error,
     naming the recipe section. The global RNG is left as it was (runs stay reproducible)."""
-    from .run import tunify_from_recipe
+    from .build import tunify_from_recipe
     from .trainer import parametric_loss
 
     _check_lams(recipe)
