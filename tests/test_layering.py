@@ -19,7 +19,7 @@ RANKS = {
     "training": 5,                                                  # recipes, fit, runs
     "publishing": 6,                                                # folders, zoo, hub, resolving names
     "export": 7, "demo": 7,                                         # what a published model is used for
-    "cli": 8, "cli_errors": 8, "__init__": 8,                       # the command line, the package root
+    "cli": 8, "cli_errors": 8, "cli_convert": 8, "__init__": 8,     # the command line, the package root
 }
 # The root's own helper module: shared by design, private to tunify as a whole.
 SHARED_PRIVATE_MODULES = {"_text"}
