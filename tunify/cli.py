@@ -121,7 +121,7 @@ def _publish(args: argparse.Namespace) -> int:
     from .publishing import add_to_zoo, publish_run
 
     name = args.name or Path(args.to).resolve().name  # the zoo name follows --to unless --name is given
-    folder = publish_run(args.run_dir, args.to, name=name)
+    folder = publish_run(args.run_dir, args.to, name=name, adapter_only=args.adapter_only)
     print(f"published {args.run_dir} -> {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
     if args.zoo:
         entry = add_to_zoo(folder, recipe=args.recipe)
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--name", default=None, help="model name (default: the --to folder's name)")
     pub.add_argument("--zoo", action="store_true", help="also list it in zoo/index.json")
     pub.add_argument("--recipe", default=None, help="recipe path to record in the zoo entry")
+    pub.add_argument("--adapter-only", action="store_true",
+                     help="a low-rank run (tunify.rank): write only the deltas, naming the base weights and their sha256")
     pub.set_defaults(func=_publish)
     load = sub.add_parser("load", help="load a model (zoo name, folder, run, model file, ...) and show its card")
     load.add_argument("name", help=MODEL_HELP)

@@ -24,9 +24,11 @@ def is_run_dir(folder: Union[str, Path]) -> bool:
     return (folder / "recipe.yaml").is_file() and (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file()
 
 
-def load_run(run_dir: Union[str, Path], finished: bool = True) -> TunableModel:
+def load_run(run_dir: Union[str, Path], finished: bool = True, base_weights: bool = False) -> TunableModel:
     """The tunable model of a training run's latest checkpoint (its EMA weights when the run
     kept an EMA). ``finished``: refuse a checkpoint short of the recipe's last step.
+    ``base_weights``: build the base from the recipe's weights before loading the checkpoint, so
+    the model's base record (sha256) names the real base (needed for adapter-only saves).
     ``tm.card`` holds the recipe's name and the checkpoint's step."""
     run_dir = Path(run_dir)
     recipe_file = run_dir / "recipe.yaml"
@@ -41,7 +43,7 @@ def load_run(run_dir: Union[str, Path], finished: bool = True) -> TunableModel:
         raise ValueError(f"{ckpt} is at step {step} of {recipe.optim.steps}: finish the run (tunify train ... --resume) first")
     # The checkpoint holds every weight; a model file is still read, since its tensors are what
     # tells spandrel the architecture.
-    spec = recipe.model if recipe.model.arch is None else dataclasses.replace(recipe.model, weights=None)
+    spec = recipe.model if recipe.model.arch is None or base_weights else dataclasses.replace(recipe.model, weights=None)
     tm = tunify_from_recipe(build_model(spec), recipe)
     tm.model.load_state_dict({k[len("model."):]: v for k, v in state.items()} if all(k.startswith("model.") for k in state) else state)
     if trainer_state.get("ema"):
@@ -55,18 +57,25 @@ def load_run(run_dir: Union[str, Path], finished: bool = True) -> TunableModel:
     return tm
 
 
-def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[str] = None) -> Path:
+def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[str] = None,
+                adapter_only: bool = False) -> Path:
     """Publish the final checkpoint of a ``tunify train`` run (its EMA weights when the run
     kept an EMA) with the run's recipe, λ sweep and image strip; a ``card_notes.md`` in the
-    run folder (e.g. a benchmark's results) is appended to the model card."""
+    run folder (e.g. a benchmark's results) is appended to the model card. ``adapter_only``:
+    a low-rank run (``tunify.rank``) is written without its base weights (see
+    ``save_pretrained``); the recipe must name the weights, so the base can be found again."""
     run_dir = Path(run_dir)
-    tm = load_run(run_dir)
+    if adapter_only and not load_recipe(Path(run_dir) / "recipe.yaml").model.weights:
+        raise ValueError(f"{run_dir}: an adapter-only save names its base's weights, but the recipe's model has no "
+                         "`weights`; publish it in full (drop --adapter-only)")
+    tm = load_run(run_dir, base_weights=adapter_only)
     recipe = tm.recipe
     metrics = None
     if (run_dir / "sweep.json").is_file():
         metrics = json.loads((run_dir / "sweep.json").read_text())  # the card holds the run's sweep as it is
     return save_pretrained(tm, to, arch=recipe.model.arch, arch_kwargs=recipe.model.kwargs, recipe=recipe,
                            metrics=metrics, strip=run_dir / "sweep.png", name=name or recipe.name,
+                           adapter_only=adapter_only, base_weights=recipe.model.weights if adapter_only else None,
                            notes=(run_dir / "card_notes.md").read_text() if (run_dir / "card_notes.md").is_file() else None)
 
 
