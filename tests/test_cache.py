@@ -146,3 +146,25 @@ def test_per_sample_and_grad_not_cached():
     cached_mix(stack, torch.rand(3, 2), mix)  # per-sample coefficients: never cached
     out = cached_mix(stack, torch.tensor([0.5, 0.5]), mix)  # autograd on and stack needs grad
     assert kernel_cache_size() == 0 and out.requires_grad
+
+
+# -- the λ memo of TunableModel.coefficients ------------------------------------------------------
+def test_lam_memo_reuses_only_what_is_unchanged():
+    torch.manual_seed(0)
+    tm = tunify(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1)), 2).eval()
+    first = tm.coefficients([0.3, 0.7], 1)
+    assert tm.coefficients([0.3, 0.7], 1) is first             # an equal list: reused
+    assert tm.coefficients((0.3, 0.7), 1) is first             # a tuple of the same numbers too
+    assert torch.equal(tm.coefficients([0.6, 0.4], 1), torch.tensor([0.6, 0.4]))
+    lam = torch.tensor([0.2, 0.8])
+    a = tm.coefficients(lam, 1)
+    assert tm.coefficients(lam, 1) is a
+    lam[0], lam[1] = 0.9, 0.1                                   # edited in place: never stale
+    assert torch.allclose(tm.coefficients(lam, 1), torch.tensor([0.9, 0.1]))
+    assert torch.allclose(tm.coefficients(torch.tensor([0.5, 0.5]), 1), torch.tensor([0.5, 0.5]))
+    assert tm.coefficients([0.3, 0.7], 2) is not first          # another batch size is checked again
+    tm.double()
+    assert tm.coefficients([0.3, 0.7], 1).dtype == torch.float64  # a new dtype: computed again
+    for _ in range(2):                                          # a bad λ is refused every time
+        with pytest.raises(ValueError, match="sum to 1"):
+            tm.coefficients([0.3, 0.3], 1)

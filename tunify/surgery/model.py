@@ -38,6 +38,34 @@ def _first_batch(args: tuple, kwargs: dict) -> Optional[int]:
     return None
 
 
+def _memo_key(lam: Any, batch: Optional[int], ref: Tensor) -> Optional[tuple]:
+    """What identifies a λ for ``TunableModel.coefficients``' memo, or None (not memoised):
+    numbers in (nested) lists/tuples by value, a tensor by identity and version counter."""
+    where = (batch, ref.device, ref.dtype)
+    if isinstance(lam, Tensor):
+        return None if lam.requires_grad else ("tensor", id(lam), lam._version, *where)
+    if isinstance(lam, (list, tuple)):
+        flat = _numbers(lam)
+        return None if flat is None else ("seq", flat, *where)
+    return None
+
+
+def _numbers(seq: Any) -> Optional[tuple]:
+    """(Nested) lists/tuples of plain numbers as nested tuples of floats; None otherwise."""
+    out = []
+    for v in seq:
+        if isinstance(v, (list, tuple)):
+            v = _numbers(v)
+            if v is None:
+                return None
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = float(v)
+        else:
+            return None
+        out.append(v)
+    return tuple(out)
+
+
 class TunableModel(nn.Module):
     """A network whose behaviour follows a control vector λ given at call time.
 
@@ -109,11 +137,26 @@ class TunableModel(nn.Module):
 
     def coefficients(self, lam: LamLike, batch: Optional[int] = None) -> Tensor:
         """Mixing coefficients of the layers for λ: (K,) or (B, K); identical rows collapse
-        to one shared row so a batch run at one λ takes the fast path."""
-        lam = self.validate_lam(self._default_lam if lam is None else lam, batch)
-        if lam.dim() == 2 and bool((lam == lam[:1]).all()):
-            lam = lam[0]
-        return self.lam_space.coefficients(lam)
+        to one shared row so a batch run at one λ takes the fast path.
+
+        The last call's result is kept: checking λ costs about 0.1 ms (several small tensor
+        ops and host syncs), as much as a small forward. It is reused only for an equal
+        list/tuple λ, or for the very same tensor object not modified since (its version
+        counter), at the same batch size, space, device and dtype."""
+        lam = self._default_lam if lam is None else lam
+        ref = self._ref()
+        key = None if torch.compiler.is_compiling() else _memo_key(lam, batch, ref)  # a compiled graph must not guard on ids
+        memo = self.__dict__.get("_coeff_memo")
+        if key is not None and memo is not None and memo[0] == key and memo[2] is self.lam_space \
+                and (not isinstance(lam, Tensor) or memo[3] is lam):
+            return memo[1]
+        valid = self.lam_space.validate(lam, batch, device=ref.device, dtype=ref.dtype)
+        if valid.dim() == 2 and bool((valid == valid[:1]).all()):
+            valid = valid[0]
+        coeffs = self.lam_space.coefficients(valid)
+        if key is not None:  # the tensor itself is held, so its id cannot be reused by another
+            self.__dict__["_coeff_memo"] = (key, coeffs, self.lam_space, lam if isinstance(lam, Tensor) else None)
+        return coeffs
 
     def set_default_lam(self, lam: Optional[LamLike]) -> None:
         """λ used when a call gives none (None: λ is required on every call)."""
