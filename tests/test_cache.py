@@ -168,3 +168,14 @@ def test_lam_memo_reuses_only_what_is_unchanged():
     for _ in range(2):                                          # a bad λ is refused every time
         with pytest.raises(ValueError, match="sum to 1"):
             tm.coefficients([0.3, 0.3], 1)
+
+
+def test_lam_follows_the_model_after_to_and_assign_loads():
+    tm = tunify(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), 2).eval()
+    x = torch.rand(1, 3, 8, 8)
+    tm(x, lam=[0.5, 0.5])
+    tm.double()
+    assert tm(x.double(), lam=[0.5, 0.5]).dtype == torch.float64
+    state = {k: v.float() for k, v in tm.state_dict().items()}
+    tm.load_state_dict(state, assign=True)                    # new Parameter objects, float32 again
+    assert tm.coefficients([0.5, 0.5]).dtype == torch.float32 and tm(x, lam=[0.5, 0.5]).dtype == torch.float32

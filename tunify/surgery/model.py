@@ -38,6 +38,10 @@ def _first_batch(args: tuple, kwargs: dict) -> Optional[int]:
     return None
 
 
+def _forget_ref(module: nn.Module, incompatible_keys: Any) -> None:
+    module.__dict__.pop("_ref_param", None)
+
+
 def _memo_key(lam: Any, batch: Optional[int], ref: Tensor) -> Optional[tuple]:
     """What identifies a λ for ``TunableModel.coefficients``' memo, or None (not memoised):
     numbers in (nested) lists/tuples by value, a tensor by identity and version counter."""
@@ -85,8 +89,10 @@ class TunableModel(nn.Module):
         # The traced graph shares every module with self.model; kept unregistered so the
         # state_dict, .parameters() and .to() see each tensor once.
         object.__setattr__(self, "_graph", graph)
+        self.register_load_state_dict_post_hook(_forget_ref)  # assign=True loads bring new Parameter objects
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .half(), .cuda(): the graph's own constants too
+        self.__dict__.pop("_ref_param", None)
         super()._apply(fn, recurse)
         if self._graph is not None:
             self._graph._apply(fn, recurse)  # shared tensors were already converted: a no-op for them
@@ -119,7 +125,13 @@ class TunableModel(nn.Module):
 
     # -- λ -------------------------------------------------------------------------------------
     def _ref(self) -> Tensor:
-        return next((t for t in self.model.parameters() if t.is_floating_point()), torch.empty(0))
+        # Found once (walking the parameters costs ~20 µs a call); .to()/.half() keep the same
+        # Parameter objects, and _apply forgets it anyway, so its device and dtype stay current.
+        ref = self.__dict__.get("_ref_param")
+        if ref is None:
+            ref = next((t for t in self.model.parameters() if t.is_floating_point()), torch.empty(0))
+            self.__dict__["_ref_param"] = ref
+        return ref
 
     def reference_tensor(self) -> Tensor:
         """A floating-point parameter of the model: its device and dtype are the model's."""
