@@ -134,18 +134,7 @@ class LowRankLayer(TunableModuleLayer):
         return plain
 
     def __repr__(self) -> str:
-        base = self.base_layer
-        base._parameters["weight"] = self.base_weight
-        if "bias" in base._parameters and self.biases is not None:
-            base._parameters["bias"] = self.biases[0]
-        try:
-            inner = f"{type(base).__name__}({base.extra_repr()})"
-        finally:
-            base._parameters["weight"] = None
-            if "bias" in base._parameters:
-                base._parameters["bias"] = None
-        kind = ", own forward" if self.custom_forward else ""
-        return f"{type(self).__name__}(rank={self.rank}, kernels={self.num_kernels}, {inner}{kind})"
+        return f"{type(self).__name__}(rank={self.rank}, kernels={self.num_kernels}, {self._base_repr(self.base_weight)})"
 
 
 class LowRankLinear(LowRankLayer):

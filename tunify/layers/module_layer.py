@@ -136,10 +136,10 @@ class TunableModuleLayer(TunableLayer):
             plain.bias = nn.Parameter(mix(self.biases, coeffs).clone())
         return plain
 
-    def __repr__(self) -> str:
-        # Show the original layer as it was (its bias slot is empty here, not absent).
+    def _base_repr(self, weight: Tensor) -> str:
+        """The original layer as it was, shown with ``weight`` (its slots are empty here, not absent)."""
         base = self.base_layer
-        base._parameters["weight"] = self.weights[0]
+        base._parameters["weight"] = weight
         if "bias" in base._parameters and self.biases is not None:
             base._parameters["bias"] = self.biases[0]
         try:
@@ -148,5 +148,7 @@ class TunableModuleLayer(TunableLayer):
             base._parameters["weight"] = None
             if "bias" in base._parameters:
                 base._parameters["bias"] = None
-        kind = ", own forward" if self.custom_forward else ""
-        return f"{type(self).__name__}(kernels={self.num_kernels}, {inner}{kind})"
+        return inner + (", own forward" if self.custom_forward else "")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kernels={self.num_kernels}, {self._base_repr(self.weights[0])})"

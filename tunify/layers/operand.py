@@ -35,8 +35,14 @@ def mix_operand(stack: Tensor, coeffs: Tensor, other: Any) -> Tensor:
             f"{shape} here: the other operand has fewer dimensions, so no axis of it is the batch. "
             "Pass one λ shared by the batch, or exclude this tensor from `targets`."
         )
+    return _per_sample(stack, coeffs, shape, other)
+
+
+def _per_sample(stack: Tensor, coeffs: Tensor, shape: tuple, other: Tensor) -> Tensor:
+    """Each sample's mixture of ``stack`` shaped (1, *T) as ``shape`` says, with its 1 turned
+    into the sample axis and lined up with ``other``: (N·k, 1, ..., 1, *T) in other.dim() dims."""
     rows = expand_rows(coeffs, other.shape[0], "operand")
-    mixed = mix(stack.reshape(stack.shape[0], *shape[1:]), rows)  # (N·k, *S')
+    mixed = mix(stack.reshape(stack.shape[0], -1), rows).reshape(rows.shape[0], *shape[1:])  # (N·k, *T)
     return mixed.reshape(mixed.shape[0], *([1] * (other.dim() - len(shape))), *shape[1:])
 
 
@@ -58,6 +64,4 @@ def mix_operand_reshaped(stack: Tensor, coeffs: Tensor, shape: Sequence[Any], ot
             f"{target}: it has no leading broadcast axis that meets the batch. Pass one λ shared by the "
             "batch, or exclude this tensor from `targets`."
         )
-    rows = expand_rows(coeffs, other.shape[0], "operand")
-    mixed = mix(stack.reshape(stack.shape[0], -1), rows).reshape(rows.shape[0], *target[1:])  # (N·k, *target[1:])
-    return mixed.reshape(mixed.shape[0], *([1] * (other.dim() - len(target))), *target[1:])
+    return _per_sample(stack, coeffs, target, other)

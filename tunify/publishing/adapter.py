@@ -23,7 +23,6 @@ loads the adapter on top: the result equals the model that was saved, bit for bi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -36,7 +35,7 @@ from ..archs.weights import load_pretrained
 from ..layers import PER_OBJECTIVE_SUFFIXES
 from ..surgery import TunableModel, tunify
 from ..surgery.fingerprint import tensor_digest
-from ..training.files import FILE_MODE, atomic_write_text
+from ..files import atomic_write_text
 
 __all__ = ["ADAPTER_NAME", "BaseMismatch", "adapter_state", "save_adapter", "load_adapter", "build_base"]
 
@@ -102,25 +101,15 @@ def save_adapter(tm: TunableModel, folder: Union[str, Path], *, arch: Optional[s
                  base_weights_key: Optional[str] = None, recipe: Any = None, metrics: Optional[Dict[str, Any]] = None,
                  name: Optional[str] = None, notes: Optional[str] = None) -> Path:
     """Write the adapter folder of a low-rank ``tm``; returns the folder."""
-    from safetensors.torch import save_file
-
     from .card import write_card
-    from .layout import CONFIG_NAME, FORMAT_VERSION, sha256_file
+    from .layout import CONFIG_NAME, FORMAT_VERSION, sha256_file, write_recipe, write_tensors
 
     folder = Path(folder)
     base = _base_section(tm, arch, arch_kwargs, base_weights, base_weights_key)  # fails before writing
     state = adapter_state(tm)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{ADAPTER_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "tunify-adapter", "format_version": str(FORMAT_VERSION)})
-    os.chmod(tmp, FILE_MODE)
-    tmp.replace(folder / ADAPTER_NAME)
-    recipe_sha = None
-    if recipe is not None:
-        import yaml
-
-        atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        recipe_sha = recipe.digest()
+    write_tensors(folder / ADAPTER_NAME, state, "tunify-adapter")
+    recipe_sha = write_recipe(folder, recipe)
     descriptions = {o.name: o.description for o in getattr(recipe, "objectives", [])}
     space, report, options = tm.lam_space, tm.tunify_report, getattr(tm, "tunify_options", None) or {}
     if not options.get("serializable", True):

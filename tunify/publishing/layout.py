@@ -4,10 +4,14 @@ imports nothing of theirs."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
-from typing import Union
+from typing import Any, Dict, Optional, Union
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LEGACY_WEIGHTS", "FORMAT_VERSION", "sha256_file"]
+from ..files import FILE_MODE, atomic_write_text
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LEGACY_WEIGHTS", "FORMAT_VERSION", "sha256_file", "write_tensors",
+           "write_recipe"]
 
 CONFIG_NAME, WEIGHTS_NAME, LEGACY_WEIGHTS = "config.json", "model.safetensors", "pytorch_model.pth"
 FORMAT_VERSION = 1
@@ -19,3 +23,25 @@ def sha256_file(path: Union[str, Path]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_tensors(path: Path, state: Dict[str, Any], fmt: str) -> Path:
+    """``state`` as safetensors at ``path``, written beside it and renamed into place, so a
+    crash never leaves a half-written checkpoint under the real name."""
+    from safetensors.torch import save_file
+
+    tmp = path.parent / f".{path.name}.tmp"
+    save_file(state, str(tmp), metadata={"format": fmt, "format_version": str(FORMAT_VERSION)})
+    os.chmod(tmp, FILE_MODE)
+    tmp.replace(path)
+    return path
+
+
+def write_recipe(folder: Path, recipe: Any) -> Optional[str]:
+    """The recipe that trained a model as ``folder``/recipe.yaml; returns its digest (None: no recipe)."""
+    if recipe is None:
+        return None
+    import yaml
+
+    atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    return recipe.digest()

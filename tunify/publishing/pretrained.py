@@ -15,7 +15,6 @@ legacy ``pytorch_model.pth``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -27,8 +26,8 @@ from ..version import __version__
 from ..archs import create_model
 from ..archs.weights import state_mismatch
 from ..surgery import TunableModel, tunify
-from ..training.files import FILE_MODE, atomic_write_text
-from .layout import CONFIG_NAME, FORMAT_VERSION, LEGACY_WEIGHTS, WEIGHTS_NAME, sha256_file
+from ..files import atomic_write_text
+from .layout import CONFIG_NAME, FORMAT_VERSION, LEGACY_WEIGHTS, WEIGHTS_NAME, sha256_file, write_recipe, write_tensors
 
 __all__ = ["save_pretrained", "from_pretrained", "sha256_file", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION"]
 
@@ -91,24 +90,14 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
 
         return save_adapter(tm, folder, arch=arch, arch_kwargs=arch_kwargs, base_weights=base_weights,
                             base_weights_key=base_weights_key, recipe=recipe, metrics=metrics, name=name, notes=notes)
-    from safetensors.torch import save_file
-
     from .card import write_card
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     arch, kwargs = _arch_of(tm, arch, arch_kwargs)
     state = {k: v.detach().cpu().contiguous() for k, v in tm.model.state_dict().items()}
-    tmp = folder / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "tunify", "format_version": str(FORMAT_VERSION)})
-    os.chmod(tmp, FILE_MODE)
-    tmp.replace(folder / WEIGHTS_NAME)
-    recipe_sha = None
-    if recipe is not None:
-        import yaml
-
-        atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        recipe_sha = recipe.digest()
+    write_tensors(folder / WEIGHTS_NAME, state, "tunify")
+    recipe_sha = write_recipe(folder, recipe)
     descriptions = {o.name: o.description for o in getattr(recipe, "objectives", [])}
     space, report = tm.lam_space, tm.tunify_report
     options = getattr(tm, "tunify_options", None) or {}
