@@ -35,7 +35,7 @@ def test_descriptor_and_path_are_models(compact_file):
 
     descriptor = load_model_file(compact_file)
     tm = tunify(descriptor, 2, example_inputs=torch.rand(2, 3, 8, 8))
-    assert tm.model_file["spandrel_arch"] == "Compact" and tm.model_file["scale"] == 2
+    assert tm.config.model_file["spandrel_arch"] == "Compact" and tm.config.model_file["scale"] == 2
     assert type(create_model(str(compact_file))).__name__ == "SRVGGNetCompact"
     with pytest.raises(ValueError, match="brings its own architecture"):
         create_model(str(compact_file), num_feat=4)
@@ -66,7 +66,7 @@ def test_recipe_with_only_weights_trains(compact_file, tmp_path):
     assert recipe.model.arch is None
     model = build_model(recipe.model)
     tm = tunify_from_recipe(model, recipe)
-    assert tm.model_file["spandrel_arch"] == "Compact"
+    assert tm.config.model_file["spandrel_arch"] == "Compact"
     path = tmp_path / "file.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     assert main(["train", str(path)]) == 0  # `tunify train` with model: {weights: FILE}

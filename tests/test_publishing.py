@@ -92,7 +92,7 @@ def test_a_training_run_folder_resolves_like_its_published_copy(published, tmp_p
     assert is_run_dir(root / "run") and not is_run_dir(folder)
     from_run, where = resolve_model(root / "run")
     from_pub, _ = resolve_model(folder)
-    assert where == root / "run" and from_run.card["step"] == run.fit.step
+    assert where == root / "run" and from_run.config.step == run.fit.step
     x = torch.rand(2, 3, 16, 16)
     for lam in ([1.0, 0.0], [0.3, 0.7]):  # EMA weights in both, bit for bit
         assert torch.equal(from_run(x, lam=lam), from_pub(x, lam=lam))
@@ -102,7 +102,7 @@ def test_a_training_run_folder_resolves_like_its_published_copy(published, tmp_p
     run_recipe(parse_recipe(unfinished), stop_after=1, log=lambda s: None)
     with pytest.raises(ValueError, match="finish the run"):
         load_run(tmp_path / "half")
-    assert resolve_model(tmp_path / "half")[0].card["step"] == 1
+    assert resolve_model(tmp_path / "half")[0].config.step == 1
     images = tmp_path / "images"
     images.mkdir()
     from tunify.data import load_images, save_image

@@ -187,7 +187,7 @@ def test_a_damaged_latest_checkpoint_falls_back_and_says_so(finished, tmp_path, 
 
     capsys.readouterr()
     tm, _ = resolve_model(out)
-    assert tm.card["step"] == 2
+    assert tm.config.step == 2
     err = capsys.readouterr().err
     assert "state.safetensors does not match the sha256" in err and "using the newest intact one, step_00000002" in err
     for ckpt in (out / "checkpoints").glob("step_*"):

@@ -59,7 +59,7 @@ def test_config_records_what_rebuilds_the_network_without_the_file(published, sa
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(back(x, lam=[0.3, 0.7]), tm(x, lam=[0.3, 0.7]))
-    assert back.model_file == record and size_rules(back)["multiple_of"] == 8
+    assert back.config.model_file == record and size_rules(back)["multiple_of"] == 8
 
 
 def test_sized_forward_pads_to_the_multiple_and_crops_back(published):
@@ -92,7 +92,7 @@ def test_tiles_stitch_into_the_whole_image(tmp_path):
         thin = run_tiled(lambda a, l: tm(a, lam=l), x, lam, rules, tile=16, overlap=0)
         assert (thin - whole).abs().max() > 1e-4  # without context the seams show: the overlap matters
         assert torch.equal(sized_forward(tm, tile=16, overlap=8)(x, lam), tiled)
-        tm.model_file = {**tm.model_file, "tiling": "DISCOURAGED"}
+        tm.config.model_file = {**tm.config.model_file, "tiling": "DISCOURAGED"}
         assert torch.equal(sized_forward(tm, tile=16)(x, lam), run_padded(lambda a, l: tm(a, lam=l), x, lam, rules))
 
 

@@ -179,7 +179,7 @@ def test_every_tunable_tensor_gets_a_gradient(case: Case):
 
 def test_config_rebuilds_the_network_without_the_file(case: Case):
     config = model_file_config(load_model_file(case.file))
-    assert case.tm.model_file["spandrel_arch"] == config["spandrel_arch"] == case.entry.arch
+    assert case.tm.config.model_file["spandrel_arch"] == config["spandrel_arch"] == case.entry.arch
     rebuilt = model_from_config(config)
     rebuilt.load_state_dict(case.model.state_dict())
     with torch.no_grad():

@@ -21,6 +21,7 @@ from .layers import (
 from .surgery import (
     TraceFailure,
     TunableModel,
+    TunifyConfig,
     TunifyReport,
     bake,
     list_targets,
@@ -37,6 +38,7 @@ __all__ = [
     "bake",
     "list_targets",
     "TunableModel",
+    "TunifyConfig",
     "TunifyReport",
     "TunableLayer",
     "TunableModuleLayer",

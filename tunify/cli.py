@@ -134,16 +134,18 @@ def _load(args: argparse.Namespace) -> int:
     from .publishing.card import sweep_table
 
     resolved = resolve(args.name)
-    tm, card = resolved.tm, resolved.card
-    step = f", checkpoint at step {card['step']}" if card.get("step") is not None else ""
-    print(f"{resolved.name} ({resolved.kind}{step}): tunable {card['arch']} {card.get('arch_kwargs') or {}}, "
-          f"λ {card['lam_space']} over {', '.join(o['name'] for o in card['objectives'])}")
-    for o in card["objectives"]:
-        print(f"  {o['name']}: {o.get('description') or '-'}")
-    if card.get("metrics"):
-        print(sweep_table(card["metrics"], list(tm.objectives), card["lam_space"]))
+    tm = resolved.tm
+    config = tm.config
+    step = f", checkpoint at step {config.step}" if config.step is not None else ""
+    arch = config.arch or f"model file {config.weights}"
+    print(f"{resolved.name} ({resolved.kind}{step}): tunable {arch} {config.arch_kwargs or {}}, "
+          f"λ {config.lam_space} over {', '.join(config.objectives)}")
+    for o in config.objective_list():
+        print(f"  {o['name']}: {o['description'] or '-'}")
+    if config.metrics:
+        print(sweep_table(config.metrics, list(tm.objectives), config.lam_space))
     if args.verify:
-        if resolved.folder is None or not card.get("metrics"):
+        if resolved.folder is None or not config.metrics:
             raise ValueError(f"{args.name} has no measured sweep to verify ({resolved.kind}): --verify re-measures "
                              "a published or zoo model's card")
         rows = verify_card(tm, resolved.folder)

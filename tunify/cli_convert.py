@@ -60,7 +60,7 @@ def _check_tuned(args: argparse.Namespace) -> int:
 
     tm = resolve(args.model).tm
     print(tm.tunify_report if args.full else tm.tunify_report.summary())
-    rules = getattr(tm, "model_file", None) or {}
+    rules = tm.config.model_file or {}
     side = fit_size(rules.get("size_requirements", {}), args.size)
     x = torch.rand(args.batch, rules.get("input_channels", args.channels), side, side)
     print("\nchecks (a tuned model: bake(λ) must equal tm(λ), each per-sample row its own run):")

@@ -1,6 +1,6 @@
 """Running a network at any image size when its architecture has size rules (issue 12).
 
-A model file's record (``tm.model_file``, from spandrel: :func:`..model_file.model_file_config`)
+A model file's record (``tm.config.model_file``, from spandrel: :func:`..model_file.model_file_config`)
 says what input sizes the network accepts (a minimum side, a multiple of some step, square)
 and whether it may be run tile by tile. :func:`sized_forward` wraps ``tm(x, lam=λ)`` so that
 the sweep and the demo run any image:
@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..surgery import TunableModel
+
 __all__ = ["size_rules", "padded_size", "run_padded", "run_tiled", "sized_forward", "TILE", "OVERLAP"]
 
 TILE, OVERLAP = 512, 32
@@ -29,7 +31,7 @@ Forward = Callable[[Tensor, Tensor], Tensor]
 def size_rules(tm: Any) -> Optional[Dict[str, Any]]:
     """{"minimum", "multiple_of", "square", "scale", "tiling"} from the model's model-file record,
     or None for a model that has none (any size runs as it is)."""
-    record = getattr(tm, "model_file", None)
+    record = tm.config.model_file if isinstance(tm, TunableModel) else None  # baselines have no config
     if not record:
         return None
     req = record.get("size_requirements") or {}

@@ -118,8 +118,7 @@ class DemoApp:
         return image[:, y : y + ch, x : x + cw].contiguous(), note
 
     def info(self) -> Dict[str, Any]:
-        card = getattr(self.tm, "card", None) or {}
-        descriptions = {o["name"]: o.get("description", "") for o in card.get("objectives", [])}
+        descriptions = self.tm.config.descriptions
         return {"name": self.name, "lam_space": self.tm.lam_space.kind, "p": self.tm.p, "scale": self.scale,
                 "max_input_pixels": self.max_input_pixels,
                 "objectives": [{"name": n, "description": descriptions.get(n, "")} for n in self.tm.objectives]}

@@ -316,12 +316,18 @@ def _settings(tm: Any, images: Any, degradation: Any, lams: Any, use: Dict[str, 
         notes.append(f"NIQE is the mean over {n - len(small)} of {n} images; {', '.join(small)} are smaller than "
                      f"{quality.NIQE_BLOCK}×{2 * quality.NIQE_BLOCK} px")
     return {
-        "model": given["name"] or (getattr(tm, "card", None) or {}).get("name") or type(getattr(tm, "model", tm)).__name__,
+        "model": given["name"] or _model_name(tm),
         "source": images if isinstance(images, (str, Path)) else type(images).__name__,
         "degradation": _spec(degradation) if not isinstance(images, Mapping) and not is_paired_folder(images) else None,
         "seed": given["seed"], "max_size": given["max_size"], "points": None if lams is not None else given["points"],
         "grid_crop": given["grid_crop"], "seconds": given["seconds"], "device": given["device"], "notes": notes,
     }
+
+
+def _model_name(tm: Any) -> str:
+    """The name a tunable model's config gives, else its network's class (baselines have no config)."""
+    config = tm.config if isinstance(tm, TunableModel) else None
+    return (config.name if config is not None else None) or type(getattr(tm, "model", tm)).__name__
 
 
 def _spec(degradation: Any) -> Any:

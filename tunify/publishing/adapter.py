@@ -33,7 +33,7 @@ from ..archs import create_model
 from ..archs.model_file import is_model_file
 from ..archs.weights import load_pretrained
 from ..layers import PER_OBJECTIVE_SUFFIXES
-from ..surgery import TunableModel, tunify
+from ..surgery import TunableModel, TunifyConfig, tunify
 from ..surgery.fingerprint import tensor_digest
 from ..files import atomic_write_text
 
@@ -57,8 +57,8 @@ def _base_name(key: str) -> Optional[str]:
 
 
 def _record(tm: TunableModel) -> Dict[str, Any]:
-    record = getattr(tm, "base_record", None)
-    if not getattr(tm.tunify_report, "rank", None) or not isinstance(record, dict):
+    record = tm.config.base_record
+    if not tm.config.rank or not isinstance(record, dict):
         raise ValueError("adapter_only=True needs a low-rank model made by tunify(base, ..., rank=r) from the base "
                          "network itself (it records the base's sha256); save this one whole (adapter_only=False)")
     return record
@@ -84,15 +84,15 @@ def adapter_state(tm: TunableModel) -> Dict[str, Tensor]:
 
 def _base_section(tm: TunableModel, arch: Optional[str], arch_kwargs: Optional[Dict[str, Any]],
                   base_weights: Optional[str], base_weights_key: Optional[str]) -> Dict[str, Any]:
-    source = getattr(tm, "arch_source", None) or {}
-    weights = base_weights or source.get("weights")
-    arch = arch or source.get("arch") or (str(weights) if is_model_file(weights) else None)
+    config = tm.config
+    weights = base_weights or config.weights
+    arch = arch or config.arch or (str(weights) if is_model_file(weights) else None)
     if not arch:
         raise ValueError("save_pretrained(adapter_only=True) needs to know the base: pass arch= (and arch_kwargs=, "
                          "base_weights= the file, URL or ncnn:<stem> its weights come from), or build it from a recipe")
-    return {"arch": arch, "arch_kwargs": dict(arch_kwargs if arch_kwargs is not None else source.get("kwargs", {})),
+    return {"arch": arch, "arch_kwargs": dict(arch_kwargs if arch_kwargs is not None else config.arch_kwargs),
             "weights": None if weights is None else str(weights),
-            "weights_key": base_weights_key or source.get("weights_key") or "auto",
+            "weights_key": base_weights_key or config.weights_key or "auto",
             "sha256": _record(tm)["sha256"]}
 
 
@@ -102,34 +102,23 @@ def save_adapter(tm: TunableModel, folder: Union[str, Path], *, arch: Optional[s
                  name: Optional[str] = None, notes: Optional[str] = None) -> Path:
     """Write the adapter folder of a low-rank ``tm``; returns the folder."""
     from .card import write_card
-    from .layout import CONFIG_NAME, FORMAT_VERSION, sha256_file, write_recipe, write_tensors
+    from .layout import CONFIG_NAME, saved_config, sha256_file, write_recipe, write_tensors
 
     folder = Path(folder)
-    base = _base_section(tm, arch, arch_kwargs, base_weights, base_weights_key)  # fails before writing
+    base = _base_section(tm, arch, arch_kwargs, base_weights, base_weights_key)  # these fail before writing
+    if not tm.config.serializable:
+        raise ValueError("targets/exclude given as types or functions cannot be written to config.json; "
+                         "tunify with names or regexes to save an adapter")
     state = adapter_state(tm)
     folder.mkdir(parents=True, exist_ok=True)
     write_tensors(folder / ADAPTER_NAME, state, "tunify-adapter")
-    recipe_sha = write_recipe(folder, recipe)
-    descriptions = {o.name: o.description for o in getattr(recipe, "objectives", [])}
-    space, report, options = tm.lam_space, tm.tunify_report, getattr(tm, "tunify_options", None) or {}
-    if not options.get("serializable", True):
-        raise ValueError("targets/exclude given as types or functions cannot be written to config.json; "
-                         "tunify with names or regexes to save an adapter")
-    from ..version import __version__
-
-    config = {
-        "format": "tunify", "format_version": FORMAT_VERSION, "tunify_version": __version__,
-        "name": name or getattr(recipe, "name", None) or folder.name,
-        "adapter_only": True, "arch": base["arch"], "arch_kwargs": base["arch_kwargs"], "base": base,
-        "p": space.p, "objectives": [{"name": n, "description": descriptions.get(n, "")} for n in space.names],
-        "lam_space": space.kind, "num_kernels": space.num_kernels, "rank": report.rank,
-        "targets": options.get("targets"), "exclude": options.get("exclude"), "mode": report.path,
-        "converted": len(report.converted), "recipe_sha256": recipe_sha,
-        "weights_file": ADAPTER_NAME, "weights_sha256": sha256_file(folder / ADAPTER_NAME),
-        "adapter_numbers": int(sum(t.numel() for t in state.values())), "metrics": metrics,
-    }
+    config = saved_config(tm, name, recipe, folder.name, adapter_only=True, arch=base["arch"],
+                          arch_kwargs=base["arch_kwargs"], base=base, weights=base["weights"],
+                          weights_key=base["weights_key"], recipe_sha256=write_recipe(folder, recipe),
+                          weights_file=ADAPTER_NAME, weights_sha256=sha256_file(folder / ADAPTER_NAME),
+                          adapter_numbers=int(sum(t.numel() for t in state.values())), metrics=metrics)
     atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2))
-    how = (f"**Adapter only**: this folder holds the rank-{report.rank} deltas, not the base network. Load it with "
+    how = (f"**Adapter only**: this folder holds the rank-{tm.config.rank} deltas, not the base network. Load it with "
            f"`tunify.from_pretrained(folder, base_model=net)` where `net` is `{base['arch']}` with the weights "
            f"`{base['weights'] or 'it was trained on'}` (state-dict sha256 `{base['sha256'][:16]}…`; another base is "
            "refused), or without `base_model` to rebuild the base from this config.")
@@ -191,7 +180,7 @@ def load_adapter(folder: Path, config: Dict[str, Any], base_model: Optional[nn.M
     names = [o["name"] if isinstance(o, dict) else o for o in config["objectives"]]
     tm = tunify(base_model, names, targets=config.get("targets"), exclude=config.get("exclude"),
                 lam_space=config["lam_space"], rank=config["rank"])
-    got = tm.base_record["sha256"]
+    got = tm.config.base_record["sha256"]
     if got != base["sha256"]:
         raise BaseMismatch(
             f"{folder}: the base network's weights (sha256 {got[:16]}…) are not the ones this adapter was trained on "
@@ -201,13 +190,11 @@ def load_adapter(folder: Path, config: Dict[str, Any], base_model: Optional[nn.M
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(state) & set(own)) if state[k].shape != own[k].shape]
-    lacking = sorted(k for k in set(own) - set(state) if _base_name(k) not in tm.base_record["tensors"])
+    lacking = sorted(k for k in set(own) - set(state) if _base_name(k) not in tm.config.base_record["tensors"])
     if unexpected or shapes or lacking:
         raise ValueError(f"{folder / ADAPTER_NAME} does not fit {base['arch']} at rank {config['rank']}: unexpected "
                          f"{unexpected[:5]}, shape mismatches {shapes[:3]}, missing trained tensors {lacking[:5]}")
     tm.model.load_state_dict(state, strict=False)
     tm.to(map_location).eval()
-    tm.card = config
-    tm.arch_source = {"arch": base["arch"], "kwargs": base.get("arch_kwargs", {}), "weights": base.get("weights"),
-                      "weights_key": base.get("weights_key")}
+    tm.config.adopt(TunifyConfig.from_dict(config))  # the base's architecture and weights, provenance, metrics
     return tm

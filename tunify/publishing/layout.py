@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from ..files import FILE_MODE, atomic_write_text
+from ..version import __version__
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LEGACY_WEIGHTS", "FORMAT_VERSION", "sha256_file", "write_tensors",
-           "write_recipe"]
+           "write_recipe", "saved_config"]
 
 CONFIG_NAME, WEIGHTS_NAME, LEGACY_WEIGHTS = "config.json", "model.safetensors", "pytorch_model.pth"
 FORMAT_VERSION = 1
@@ -45,3 +46,17 @@ def write_recipe(folder: Path, recipe: Any) -> Optional[str]:
 
     atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return recipe.digest()
+
+
+def saved_config(tm: Any, name: Optional[str], recipe: Any, folder_name: str, **fields: Any) -> Dict[str, Any]:
+    """config.json of ``tm``: its TunifyConfig with ``fields`` (arch, digests, metrics) laid over,
+    the name (given, the recipe's, the model's, the folder's) and each corner's description
+    (the recipe's, else the config's)."""
+    config = tm.config
+    descriptions = {o.name: o.description for o in recipe.objectives} if recipe is not None else config.descriptions
+    out = {"format": "tunify", "format_version": FORMAT_VERSION, **config.to_dict()}
+    out.update(tunify_version=__version__, name=name or getattr(recipe, "name", None) or config.name or folder_name,
+               p=tm.lam_space.p, num_kernels=tm.lam_space.num_kernels, converted=len(tm.tunify_report.converted),
+               objectives=[{"name": n, "description": descriptions.get(n, "")} for n in config.objectives])
+    out.update(fields)
+    return out

@@ -25,18 +25,18 @@ import torch
 from ..version import __version__
 from ..archs import create_model
 from ..archs.weights import state_mismatch
-from ..surgery import TunableModel, tunify
+from ..surgery import TunableModel, TunifyConfig, tunify
 from ..files import atomic_write_text
-from .layout import CONFIG_NAME, FORMAT_VERSION, LEGACY_WEIGHTS, WEIGHTS_NAME, sha256_file, write_recipe, write_tensors
+from .layout import CONFIG_NAME, FORMAT_VERSION, LEGACY_WEIGHTS, WEIGHTS_NAME, saved_config, sha256_file, write_recipe, write_tensors
 
 __all__ = ["save_pretrained", "from_pretrained", "sha256_file", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION"]
 
 
 
-def _spandrel_record(tm: TunableModel) -> Optional[Dict[str, Any]]:
+def _spandrel_record(config: TunifyConfig) -> Optional[Dict[str, Any]]:
     """What rebuilds a network made from a model file without the file (spandrel's arch id,
     tensor shapes, hyper-parameters, scale, size requirements, tiling), or None."""
-    record = getattr(tm, "model_file", None)
+    record = config.model_file
     return record if isinstance(record, dict) and "spandrel_arch" in record else None
 
 
@@ -53,11 +53,10 @@ def _build(config: Dict[str, Any], folder: Path):
                          f"with {config.get('arch_kwargs')} ({type(exc).__name__}: {exc})") from exc
 
 
-def _arch_of(tm: TunableModel, arch: Optional[str], arch_kwargs: Optional[Dict[str, Any]]):
-    source = getattr(tm, "arch_source", None) or {}
-    arch = arch or source.get("arch")
-    kwargs = arch_kwargs if arch_kwargs is not None else source.get("kwargs", {})
-    record = _spandrel_record(tm)
+def _arch_of(config: TunifyConfig, arch: Optional[str], arch_kwargs: Optional[Dict[str, Any]]):
+    arch = arch or config.arch
+    kwargs = arch_kwargs if arch_kwargs is not None else config.arch_kwargs
+    record = _spandrel_record(config)
     if not arch and record:  # made from a model file: config.json's model_file field rebuilds it
         arch, kwargs = f"spandrel:{record['spandrel_arch']}", record.get("hyperparameters", {})
     if not arch:
@@ -75,16 +74,18 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
                     base_weights: Optional[str] = None, base_weights_key: Optional[str] = None) -> Path:
     """Write ``tm`` as a folder others load with :func:`from_pretrained`; returns the folder.
 
-    ``adapter_only``: a low-rank model (``tunify(..., rank=r)``) is written without its base:
-    only the deltas and what differs from the base, with the base's architecture, weights
-    source (``base_weights``: file, URL, ``ncnn:<stem>``; a recipe's model.weights by default)
-    and sha256 (see :mod:`tunify.publishing.adapter`).
+    What the folder says of the model comes from ``tm.config`` (a TunifyConfig); the arguments
+    override it. ``adapter_only``: a low-rank model (``tunify(..., rank=r)``) is written
+    without its base: only the deltas and what differs from the base, with the base's
+    architecture, weights source (``base_weights``: file, URL, ``ncnn:<stem>``; the config's
+    ``weights`` by default) and sha256 (see :mod:`tunify.publishing.adapter`).
 
-    ``recipe``: the Recipe that trained it (saved as recipe.yaml and hashed); ``metrics``: a
-    λ sweep in the one sweep format (``SweepResult.to_dict()``, a run's sweep.json) for the card; ``strip``:
-    its image strip (PNG), copied as sweep.png; ``notes``: markdown the card ends with
-    (measured comparisons, caveats).
+    ``recipe``: the Recipe that trained it (saved as recipe.yaml and hashed; default: the
+    config's); ``metrics``: a λ sweep in the one sweep format (``SweepResult.to_dict()``, a
+    run's sweep.json) for the card; ``strip``: its image strip (PNG), copied as sweep.png;
+    ``notes``: markdown the card ends with (measured comparisons, caveats).
     """
+    recipe = recipe if recipe is not None else tm.config.recipe
     if adapter_only:
         from .adapter import save_adapter
 
@@ -93,39 +94,18 @@ def save_pretrained(tm: TunableModel, folder: Union[str, Path], *, arch: Optiona
     from .card import write_card
 
     folder = Path(folder)
+    arch, kwargs = _arch_of(tm.config, arch, arch_kwargs)  # fails before anything is written
     folder.mkdir(parents=True, exist_ok=True)
-    arch, kwargs = _arch_of(tm, arch, arch_kwargs)
     state = {k: v.detach().cpu().contiguous() for k, v in tm.model.state_dict().items()}
     write_tensors(folder / WEIGHTS_NAME, state, "tunify")
-    recipe_sha = write_recipe(folder, recipe)
-    descriptions = {o.name: o.description for o in getattr(recipe, "objectives", [])}
-    space, report = tm.lam_space, tm.tunify_report
-    options = getattr(tm, "tunify_options", None) or {}
-    targets, exclude = options.get("targets"), options.get("exclude")
-    if not options.get("serializable", True):
+    targets, exclude = tm.config.targets, tm.config.exclude
+    if not tm.config.serializable:
         # Types or predicates cannot be written down: name every converted tensor instead.
-        targets, exclude = [re.escape(n) for n in report.names()], None
-    config = {
-        "format": "tunify",
-        "format_version": FORMAT_VERSION,
-        "tunify_version": __version__,
-        "name": name or getattr(recipe, "name", None) or folder.name,
-        "arch": arch,
-        "arch_kwargs": kwargs,
-        "model_file": _spandrel_record(tm),  # None unless made from a model file
-        "p": space.p,
-        "objectives": [{"name": n, "description": descriptions.get(n, "")} for n in space.names],
-        "lam_space": space.kind,
-        "num_kernels": space.num_kernels,
-        "targets": targets,
-        "exclude": exclude,
-        "mode": report.path,
-        "rank": options.get("rank"),  # low-rank deltas (None: full kernels)
-        "converted": len(report.converted),
-        "recipe_sha256": recipe_sha,
-        "weights_sha256": sha256_file(folder / WEIGHTS_NAME),
-        "metrics": metrics,
-    }
+        targets, exclude = [re.escape(n) for n in tm.tunify_report.names()], None
+    config = saved_config(tm, name, recipe, folder.name,
+                          arch=arch, arch_kwargs=kwargs, model_file=_spandrel_record(tm.config), targets=targets,
+                          exclude=exclude, recipe_sha256=write_recipe(folder, recipe),
+                          weights_sha256=sha256_file(folder / WEIGHTS_NAME), metrics=metrics)
     atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2))
     if strip is not None and Path(strip).is_file() and Path(strip).resolve() != (folder / "sweep.png").resolve():
         shutil.copyfile(strip, folder / "sweep.png")
@@ -233,7 +213,7 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
                     base_model: Optional[torch.nn.Module] = None) -> TunableModel:
     """Load a tunable model from a folder written by :func:`save_pretrained` or a hub id.
 
-    Returns the TunableModel in eval mode; ``tm.card`` holds the folder's config (objectives,
+    Returns the TunableModel in eval mode; ``tm.config`` holds the folder's config (objectives,
     what λ means, measured metrics). Errors name the file and the problem (missing,
     truncated or corrupted weights, a wrong p, an architecture mismatch).
     """
@@ -268,10 +248,9 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
         )
     tm.model.load_state_dict(state)
     tm.to(map_location).eval()
-    tm.card = config
-    tm.arch_source = {"arch": config["arch"], "kwargs": config.get("arch_kwargs", {})}
-    if config.get("model_file"):
-        tm.model_file = config["model_file"]  # its size rules: sweep and demo pad, crop and tile by them
+    # The folder's architecture, provenance and metrics; a model file's record brings its size
+    # rules, which sweep and demo pad, crop and tile by.
+    tm.config.adopt(TunifyConfig.from_dict(config))
     return tm
 
 

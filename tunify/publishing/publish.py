@@ -29,7 +29,7 @@ def load_run(run_dir: Union[str, Path], finished: bool = True, base_weights: boo
     kept an EMA). ``finished``: refuse a checkpoint short of the recipe's last step.
     ``base_weights``: build the base from the recipe's weights before loading the checkpoint, so
     the model's base record (sha256) names the real base (needed for adapter-only saves).
-    ``tm.card`` holds the recipe's name and the checkpoint's step."""
+    ``tm.config`` holds the recipe and the checkpoint's step."""
     run_dir = Path(run_dir)
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.is_file():
@@ -52,8 +52,7 @@ def load_run(run_dir: Union[str, Path], finished: bool = True, base_weights: boo
             for key, value in trainer_state["ema"].items():
                 params[key].copy_(value)
     tm.eval()
-    tm.card = {"name": recipe.name, "step": step, "recipe": str(recipe_file)}
-    tm.recipe = recipe
+    tm.config.step = step
     return tm
 
 
@@ -68,22 +67,20 @@ def publish_run(run_dir: Union[str, Path], to: Union[str, Path], name: Optional[
     if adapter_only and not load_recipe(Path(run_dir) / "recipe.yaml").model.weights:
         raise ValueError(f"{run_dir}: an adapter-only save names its base's weights, but the recipe's model has no "
                          "`weights`; publish it in full (drop --adapter-only)")
-    tm = load_run(run_dir, base_weights=adapter_only)
-    recipe = tm.recipe
+    tm = load_run(run_dir, base_weights=adapter_only)  # its config names the recipe, architecture and weights
     metrics = None
     if (run_dir / "sweep.json").is_file():
         metrics = json.loads((run_dir / "sweep.json").read_text())  # the card holds the run's sweep as it is
-    return save_pretrained(tm, to, arch=recipe.model.arch, arch_kwargs=recipe.model.kwargs, recipe=recipe,
-                           metrics=metrics, strip=run_dir / "sweep.png", name=name or recipe.name,
-                           adapter_only=adapter_only, base_weights=recipe.model.weights if adapter_only else None,
-                           notes=(run_dir / "card_notes.md").read_text() if (run_dir / "card_notes.md").is_file() else None)
+    notes = run_dir / "card_notes.md"
+    return save_pretrained(tm, to, metrics=metrics, strip=run_dir / "sweep.png", name=name, adapter_only=adapter_only,
+                           notes=notes.read_text() if notes.is_file() else None)
 
 
 def verify_card(tm: TunableModel, folder: Union[str, Path]) -> List[Dict[str, Any]]:
     """Re-measure the card's λ sweep on the recipe's validation images; rows with the
     published and measured PSNR and their difference."""
     folder = Path(folder)
-    metrics = (getattr(tm, "card", None) or {}).get("metrics")
+    metrics = tm.config.metrics
     if not metrics or not (folder / "recipe.yaml").is_file():
         raise ValueError(f"{folder} has no measured sweep or recipe to verify against")
     recipe = load_recipe(folder / "recipe.yaml")

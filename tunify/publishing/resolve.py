@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -55,7 +55,7 @@ class Resolved:
     """A named model: ``tm`` the tunable model; ``kind`` one of :data:`KINDS`; ``folder`` where
     its config.json / recipe.yaml live (None for model files and registry names); ``original``
     the plain network an untrained kind was made from; ``descriptor`` spandrel's, for a model
-    file; ``card`` what ``tunify load`` shows (name, arch, objectives, λ space, metrics)."""
+    file. What the model is (name, architecture, objectives, metrics) is ``tm.config``."""
 
     kind: str
     name: str
@@ -63,7 +63,6 @@ class Resolved:
     folder: Optional[Path] = None
     original: Optional[nn.Module] = None
     descriptor: Any = None
-    card: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def trained(self) -> bool:
@@ -165,25 +164,10 @@ def _untrained(kind: str, where: Union[str, Path], objectives: Any, lam_space: s
     tm = tunify(descriptor if descriptor is not None else network, objectives, lam_space=lam_space, **tunify_kwargs)
     name = Path(str(where)).stem if kind == "model_file" else str(where)
     arch = f"spandrel:{descriptor.architecture.id}" if descriptor is not None else str(where)
-    record = getattr(tm, "model_file", None) or {}
-    card = {"name": name, "arch": arch, "arch_kwargs": record.get("hyperparameters", dict(arch_kwargs or {})),
-            "objectives": [{"name": n, "description": UNTRAINED} for n in tm.objectives],
-            "lam_space": tm.lam_space.kind, "metrics": None}
-    tm.card = card  # what the demo and sweep read for names and descriptions
-    return Resolved(kind, name, tm, None, network, descriptor, card)
-
-
-def _run_card(tm: TunableModel, folder: Path) -> Dict[str, Any]:
-    """What a run's folder tells about its model, in a published card's words."""
-    recipe = tm.recipe
-    sweep = folder / "sweep.json"
-    card = dict(tm.card)
-    card.update({
-        "arch": recipe.model.arch or f"model file {recipe.model.weights}", "arch_kwargs": dict(recipe.model.kwargs),
-        "objectives": [{"name": o.name, "description": o.description} for o in recipe.objectives],
-        "lam_space": tm.lam_space.kind, "metrics": json.loads(sweep.read_text()) if sweep.is_file() else None,
-    })
-    return card
+    record = tm.config.model_file or {}
+    tm.config.update(name=name, arch=arch, arch_kwargs=record.get("hyperparameters", dict(arch_kwargs or {})),
+                     descriptions={n: UNTRAINED for n in tm.objectives})  # what the demo and sweep show
+    return Resolved(kind, name, tm, None, network, descriptor)
 
 
 def resolve(source: Union[str, Path], *, objectives: Any = 2, lam_space: str = "simplex",
@@ -199,14 +183,15 @@ def resolve(source: Union[str, Path], *, objectives: Any = 2, lam_space: str = "
         resolved = _untrained(kind, where, objectives, lam_space, arch_kwargs, **tunify_kwargs)
     elif kind == "zoo":
         tm = from_zoo(str(where), index)
-        resolved = Resolved(kind, str(where), tm, zoo_folder(zoo_entry(str(where), index), index), card=tm.card)
+        resolved = Resolved(kind, str(where), tm, zoo_folder(zoo_entry(str(where), index), index))
     elif kind == "run":
         tm = load_run(where, finished=False)
-        tm.card = _run_card(tm, Path(where))
-        resolved = Resolved(kind, tm.card["name"], tm, Path(where), card=tm.card)
+        sweep = Path(where) / "sweep.json"  # the run's own measurement, as a published card holds it
+        tm.config.metrics = json.loads(sweep.read_text()) if sweep.is_file() else None
+        resolved = Resolved(kind, tm.config.name, tm, Path(where))
     else:
         tm = from_pretrained(where)
-        resolved = Resolved(kind, tm.card.get("name") or Path(where).name, tm, Path(where), card=tm.card)
+        resolved = Resolved(kind, tm.config.name or Path(where).name, tm, Path(where))
     resolved.kind = shown
     return resolved
 

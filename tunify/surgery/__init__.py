@@ -1,5 +1,6 @@
 """Model surgery: plan what to convert, trace with torch.fx, swap layers, rewrite the graph."""
 from .api import objective_names, register_source, tunify
+from .config import TunifyConfig
 from .dispatch import LAYER_TYPES, lookup_layer, register_layer
 from .model import TunableModel, bake
 from .plan import list_targets
@@ -13,6 +14,7 @@ __all__ = [
     "objective_names",
     "register_source",
     "TunableModel",
+    "TunifyConfig",
     "TunifyReport",
     "Converted",
     "Skipped",

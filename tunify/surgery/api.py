@@ -9,6 +9,7 @@ from torch import nn
 
 from ..lam import LamSpace
 from ..layers import LowRankLayer, TunableParameter, TunableWeightNormConv2d
+from .config import TunifyConfig
 from .fingerprint import state_fingerprint
 from .graph import rewrite_graph
 from .model import TunableModel, hook_memo
@@ -18,6 +19,7 @@ from .targets import TargetSpec
 from .tracer import TraceFailure, trace, traced_signature
 from .guard import check_equal_at_init, check_per_sample_routing
 from .layout import sequence_first_reasons
+from .owners import mark_row_owners, owners_summary
 from .writers import keep_writes_exact
 
 __all__ = ["tunify", "objective_names", "register_source"]
@@ -25,7 +27,7 @@ __all__ = ["tunify", "objective_names", "register_source"]
 MODES = ("auto", "fx", "module")
 
 # Hooks that turn other things into a network: (obj) -> (nn.Module, record) or None. The record
-# lands in tm.model_file. tunify.archs.model_file registers spandrel's ModelDescriptor here, so
+# lands in tm.config.model_file. tunify.archs.model_file registers spandrel's ModelDescriptor here, so
 # surgery never imports what sits above it.
 _SOURCES: List[Callable[[Any], Optional[Tuple[nn.Module, Dict[str, Any]]]]] = []
 
@@ -113,7 +115,7 @@ def tunify(
         rank: None (p full kernels per layer) or r: every conv/linear keeps its pretrained
             weight frozen and adds p rank-r deltas, ``W(λ) = W_0 + Σ λ_i B_i A_i`` (B_i start
             at zero); biases, weight-like tensors and layers a rank-r delta would not shrink
-            (depthwise convs) stay full. ``tm.base_record`` then identifies the base weights
+            (depthwise convs) stay full. ``tm.config.base_record`` then identifies the base weights
             (their sha256), for ``save_pretrained(..., adapter_only=True)``.
 
     Returns:
@@ -127,9 +129,9 @@ def tunify(
     # Before conversion: an inplace conversion changes the model, and the record must be the base's.
     record = state_fingerprint(model) if rank else None
     tm = _convert(model, objectives, targets, exclude, lam_space, mode, inplace, rank)
-    tm.base_record = record
+    tm.config.base_record = record
     if source_record is not None:
-        tm.model_file = source_record
+        tm.config.model_file = source_record
     if example_inputs is not None:
         tm.eval() if not model.training else None
         check_equal_at_init(model, tm, example_inputs)
@@ -166,44 +168,62 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
         )
     writers, write_reasons = keep_writes_exact(work, plan)
     write_reasons += sequence_first_reasons(work)
-    graph, leaves, fallback = None, [], ""
-    root_is_layer = id(work) in plan.layers and plan.layers[id(work)][2] is TunableWeightNormConv2d
-    if id(work) in writers:  # a traced root forward would lose its own writes
-        if mode == "fx":
-            raise TraceFailure(f"{type(work).__name__}.forward writes a layer's weight; only mode='module' keeps it")
-        fallback = f"{type(work).__name__}.forward writes a layer's weight (kept on the module path)"
-    elif mode != "module" and not root_is_layer:  # a bare weight-normalised conv is its own path
-        try:
-            graph, leaves = trace(work, set(plan.layers) | writers)
-        except TraceFailure as exc:
-            if mode == "fx":
-                raise
-            fallback = str(exc)
+    graph, leaves, fallback = _trace_or_fallback(work, plan, writers, mode)
     work = apply_plan(work, plan, space, rank)
     if graph is not None:
         gm, how, split_reasons = rewrite_graph(graph, work)
     else:
         gm, how = None, {}
-        split_reasons = [
-            f"{name} has shape {tuple(owner.parametrizations[p][0].shape)}"
-            for name, (owner, p) in plan.params.items()
-            if owner.parametrizations[p][0].per_sample == "split"
-        ]
+        # Off the graph every tensor is read in its owner's forward: the owner runs by rows.
+        split_reasons = mark_row_owners(work, [
+            name for name, (owner, p) in plan.params.items() if owner.parametrizations[p][0].per_sample == "split"
+        ])
     split_reasons = write_reasons + list(split_reasons)
-    path = "fx" if gm is not None else "module"
+    report = _report(model, work, plan, space, how, "fx" if gm is not None else "module", leaves, fallback,
+                     params_before, rank)
+    if split_reasons:
+        shown = "; ".join(split_reasons[:2]) + (f"; +{len(split_reasons) - 2} more" if len(split_reasons) > 2 else "")
+        report.per_sample = f"exact, by running each distinct λ row on the shared path ({shown})"
+    else:
+        report.per_sample = owners_summary(work) or report.per_sample
+    report.seconds = time.perf_counter() - start
+    # Plain names/regex strings can be written to config.json; types and predicates cannot.
+    config = TunifyConfig(space.names, space.kind, targets=_plain(targets), exclude=_plain(exclude), mode=mode,
+                          path=report.path, rank=rank,
+                          serializable=(targets is None or _plain(targets) is not None)
+                          and (exclude is None or _plain(exclude) is not None))
+    tm = TunableModel(work, space, gm, split_reasons, report, config)
+    tm.graph_inputs = traced_signature(work) if gm is not None else None
+    return tm
+
+
+def _trace_or_fallback(work: nn.Module, plan: Plan, writers: set, mode: str) -> Tuple[Any, list, str]:
+    """(fx graph or None, automatic leaves, why the module path is used: "" when it is not)."""
+    root_is_layer = id(work) in plan.layers and plan.layers[id(work)][2] is TunableWeightNormConv2d
+    if id(work) in writers:  # a traced root forward would lose its own writes
+        if mode == "fx":
+            raise TraceFailure(f"{type(work).__name__}.forward writes a layer's weight; only mode='module' keeps it")
+        return None, [], f"{type(work).__name__}.forward writes a layer's weight (kept on the module path)"
+    if mode == "module" or root_is_layer:  # a bare weight-normalised conv is its own path
+        return None, [], ""
+    try:
+        graph, leaves = trace(work, set(plan.layers) | writers)
+    except TraceFailure as exc:
+        if mode == "fx":
+            raise
+        return None, [], str(exc)
+    return graph, leaves, ""
+
+
+def _report(model: nn.Module, work: nn.Module, plan: Plan, space: LamSpace, how: Dict[str, str], path: str,
+            leaves: list, fallback: str, params_before: int, rank: Optional[int]) -> TunifyReport:
+    """What was converted (and by which path), skipped, and what it cost in parameters."""
+    lowrank = {id(m): m for m in work.modules() if isinstance(m, LowRankLayer)}.values()
     report = TunifyReport(
-        model=type(model).__name__,
-        path=path,
-        objectives=space.names,
-        lam_space=space.kind,
-        num_kernels=space.num_kernels,
-        skipped=list(plan.skipped),
-        leaves=leaves,
-        fallback_reason=fallback,
-        params_before=params_before,
-        params_after=_count(work),
-        rank=rank,
-        frozen=sum(m.base_weight.numel() for m in {id(m): m for m in work.modules() if isinstance(m, LowRankLayer)}.values()),
+        model=type(model).__name__, path=path, objectives=space.names, lam_space=space.kind,
+        num_kernels=space.num_kernels, skipped=list(plan.skipped), leaves=leaves, fallback_reason=fallback,
+        params_before=params_before, params_after=_count(work), rank=rank,
+        frozen=sum(m.base_weight.numel() for m in lowrank),
     )
     for names, module, _ in plan.layers.values():
         made = type(work.get_submodule(names[0]) if names[0] else work).__name__  # full or low rank
@@ -211,17 +231,7 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
     for name, (owner, pname) in plan.params.items():
         tp: TunableParameter = owner.parametrizations[pname][0]
         report.converted.append(Converted(name, f"Parameter{tp.shape}", "TunableParameter", how.get(name, path)))
-    if split_reasons:
-        shown = "; ".join(split_reasons[:2]) + (f"; +{len(split_reasons) - 2} more" if len(split_reasons) > 2 else "")
-        report.per_sample = f"exact, by running each distinct λ row on the shared path ({shown})"
-    report.seconds = time.perf_counter() - start
-    tm = TunableModel(work, space, gm, split_reasons, report)
-    tm.graph_inputs = traced_signature(work) if gm is not None else None
-    # Kept for save_pretrained: plain names/regex strings can be written to a config.
-    tm.tunify_options = {"targets": _plain(targets), "exclude": _plain(exclude), "mode": mode, "rank": rank,
-                         "serializable": (targets is None or _plain(targets) is not None)
-                         and (exclude is None or _plain(exclude) is not None)}
-    return tm
+    return report
 
 
 def _plain(spec: TargetSpec):

@@ -11,7 +11,8 @@ from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_map
 
 from ..lam import LamLike, LamSpace
-from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, split_by_rows
+from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
+from .config import TunifyConfig
 from .graph import COEFFS_INPUT
 from .report import TunifyReport
 
@@ -76,14 +77,19 @@ class TunableModel(nn.Module):
     ``tm(*inputs, lam=λ)`` with λ of shape (B, p) (one row per sample) or (p,) / a list
     (shared by the batch). Attributes and methods of the original model are reachable on
     ``tm`` (calls that run layers need ``with tm.lam_scope(λ):``). The converted network is
-    ``tm.model``; its state_dict holds each tunable tensor as a stack of kernels.
+    ``tm.model``; its state_dict holds each tunable tensor as a stack of kernels. What the
+    model is (objectives, how its architecture is rebuilt, recipe, metrics) is ``tm.config``,
+    a :class:`TunifyConfig`; what conversion did is ``tm.tunify_report``.
     """
 
-    def __init__(self, model: nn.Module, space: LamSpace, graph: Optional[nn.Module], split_reasons: list, report: TunifyReport):
+    def __init__(self, model: nn.Module, space: LamSpace, graph: Optional[nn.Module], split_reasons: list,
+                 report: TunifyReport, config: Optional[TunifyConfig] = None):
         super().__init__()
         self.model = model
         self.lam_space = space
         self.tunify_report = report
+        # What the model is and how to rebuild it (surgery/config.py): saved as config.json.
+        self.config = config if config is not None else TunifyConfig(space.names, space.kind, path=report.path)
         self.split_reasons = list(split_reasons)
         self._default_lam: Optional[LamLike] = None
         # The traced graph shares every module with self.model; kept unregistered so the
@@ -193,12 +199,20 @@ class TunableModel(nn.Module):
         return self._run_per_sample(args, kwargs, coeffs)
 
     def _run_per_sample(self, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
-        """Native per-sample kernels; where a layer finds that its rows do not follow the batch
+        """Native per-sample kernels, the owners of indexed weight-like tensors run by rows
+        (layers/owner_split.py); where a layer finds that its rows do not follow the batch
         (ValueError), every later call runs each distinct λ row on the shared path instead.
         Inputs are cloned for the try: some forwards change their input in place."""
+        owners = self.__dict__.get("_row_owners")
+        if owners is None:  # found once; a deepcopy of the model maps them to its own modules
+            owners = self.__dict__["_row_owners"] = row_owners(self.model)
+        if owners and torch.compiler.is_compiling():  # patching forwards has no place in a graph
+            return split_by_rows(self._run, coeffs, args, kwargs)
         clone = lambda a: a.clone() if isinstance(a, Tensor) else a  # noqa: E731
+        by_rows = split_at_owners(owners, self.__dict__.setdefault("_row_proofs", {})) if owners else contextlib.nullcontext()
         try:
-            return self._run(*tree_map(clone, args), coeffs=coeffs, **tree_map(clone, kwargs))
+            with by_rows:
+                return self._run(*tree_map(clone, args), coeffs=coeffs, **tree_map(clone, kwargs))
         except ValueError as exc:
             reason = f"per-sample kernels cannot follow the batch here ({str(exc).splitlines()[0][:160]})"
             self.split_reasons.append(reason)

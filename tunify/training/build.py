@@ -3,6 +3,8 @@ network (registry name, ``timm:<name>``, ``module:Class`` or a model file, with 
 weights) and its tunable form. Used by runs, the preflight check and publishing alike."""
 from __future__ import annotations
 
+import weakref
+
 from torch import nn
 
 from ..archs import create_model
@@ -12,6 +14,11 @@ from .recipe import ModelSpec, Recipe
 
 __all__ = ["build_model", "tunify_from_recipe"]
 
+# Networks build_model read from a model file → spandrel's record of it (what rebuilds it without
+# the file), for tunify_from_recipe to put in the model's config. Weak: the record lives as long
+# as the network, and nothing is attached to the network itself.
+_MODEL_FILE_RECORDS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """The plain network of a recipe: registry name, ``timm:<name>`` or ``package.module:Class``,
@@ -20,7 +27,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         from ..archs.model_file import load_model_file, model_file_config
 
         descriptor = load_model_file(spec.weights)
-        descriptor.model.tunify_model_file = model_file_config(descriptor)
+        _MODEL_FILE_RECORDS[descriptor.model] = model_file_config(descriptor)
         return descriptor.model
     model = create_model(spec.arch, **spec.kwargs)
     if spec.weights:
@@ -38,12 +45,13 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 
 def tunify_from_recipe(model: nn.Module, recipe: Recipe) -> TunableModel:
+    """``model`` made tunable as the recipe's ``tunify:`` section says; its config names the
+    recipe, each corner's meaning, the architecture and where the weights came from (what an
+    adapter-only save names as its base), and a model file's record when it came from one."""
     t = recipe.tunify
     tm = tunify(model, [o.name for o in recipe.objectives], targets=t.targets, exclude=t.exclude,
                 lam_space=t.lam_space, mode=t.mode, rank=t.rank)
-    # weights: where the base came from, what an adapter-only save names as its base
-    tm.arch_source = {"arch": recipe.model.arch, "kwargs": dict(recipe.model.kwargs), "weights": recipe.model.weights,
-                      "weights_key": recipe.model.weights_key}
-    if getattr(model, "tunify_model_file", None):  # built from a model file: what rebuilds it
-        tm.model_file = model.tunify_model_file
+    tm.config.with_recipe(recipe)
+    if model in _MODEL_FILE_RECORDS:
+        tm.config.model_file = _MODEL_FILE_RECORDS[model]
     return tm
