@@ -57,6 +57,9 @@ def test_onnx_with_lam_input_matches_at_other_sizes(tm, tmp_path):
     info = describe_export(path, "onnx")
     assert info["inputs"] == {"image": ["batch", 3, "height", "width"], "lam": [2]}
     assert info["dynamic"] == {"image": ["batch", "height", "width"]}
+    # the model's config travels in the file: what λ means is readable without tunify
+    assert [o["name"] for o in info["config"]["objectives"]] == ["fidelity", "grain"]
+    assert info["config"]["lam_space"] == "simplex" and info["config"]["baked_at"] is None
     _lam_matters(tm, LAMS)
     errors = check_export(tm, path, "onnx", LAMS, size=SIZE)
     assert len(errors) == 4 and max(errors.values()) < 1e-4
@@ -73,6 +76,8 @@ def test_torch_export_with_lam_input_matches_at_other_sizes(tm, tmp_path):
 def test_baked_export_equals_tm_at_its_lam_only(tm, tmp_path):
     lam = [0.3, 0.7]
     path = export_model(tm, tmp_path / "baked.pt2", "torch-export", lam=lam)
+    config = describe_export(path, "torch-export")["config"]
+    assert config["objectives"][1]["name"] == "grain" and config["baked_at"] == pytest.approx(lam)
     # One run at both λ (loading a .pt2 is the slow part): only the other λ may be reported.
     with pytest.raises(ExportMismatch, match=r"baked.*λ=\(1,0\)") as info:
         check_export(tm, path, "torch-export", [lam, [1.0, 0.0]], size=SIZE)

@@ -17,6 +17,7 @@ TorchScript exporter (``dynamo=False``) still runs on torch 2.14 but is deprecat
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import warnings
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = ["FORMATS", "ExportMismatch", "LamInput", "export_model", "check_expor
 
 FORMATS = ("onnx", "torch-export")
 IMAGE, LAM, OUTPUT = "image", "lam", "output"
+CONFIG_ENTRY = "tunify_config"  # the model's TunifyConfig as JSON, in ONNX metadata_props or a .pt2 extra file
 _AXES = {0: "batch", 2: "height", 3: "width"}  # dynamic axes of the image, by position
 
 
@@ -156,22 +158,27 @@ def export_model(tm: TunableModel, path: Union[str, Path], format: str = "onnx",
             raise RuntimeError(f"torch.export could not trace the {tm.tunify_report.path!r}-path model "
                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}).{hint}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
+    # What the file is travels inside it: objectives, what each corner means, λ space, architecture.
+    meta = json.dumps({**tm.config.to_dict(), "baked_at": None if lam is None else tm.validate_lam(lam).tolist()})
     if fmt == "torch-export":
-        torch.export.save(ep, str(path))
+        torch.export.save(ep, str(path), extra_files={CONFIG_ENTRY: meta})
         return path
     with _oblivious():
         program = torch.onnx.export(ep, args, input_names=[IMAGE, LAM][: len(args)], output_names=[OUTPUT],
                                     opset_version=opset, dynamo=True, verbose=False)
     program.save(str(path))  # weights go to a side file only past protobuf's 2 GB limit
-    _rename_onnx_axes(path, _symbolic_axes(ep))
+    _finish_onnx(path, _symbolic_axes(ep), meta)
     return path
 
 
-def _rename_onnx_axes(path: Path, names: Dict[str, str]) -> None:
-    """Give the exporter's symbolic dims (``s0``, ``2*s1``) the names batch/height/width."""
+def _finish_onnx(path: Path, names: Dict[str, str], meta: str) -> None:
+    """Give the exporter's symbolic dims (``s0``, ``2*s1``) the names batch/height/width, and
+    store the model's config as the metadata entry ``tunify_config``."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)  # the weights stay where they are
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONFIG_ENTRY, meta
     for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param.isdigit():  # an axis the trace specialised
@@ -198,8 +205,11 @@ def describe_export(path: Union[str, Path], format: str) -> Dict[str, Any]:
         inputs = {v.name: shape(v) for v in model.graph.input}
         outputs = {v.name: shape(v) for v in model.graph.output}
         info: Dict[str, Any] = {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
+        meta = {p.key: p.value for p in model.metadata_props}.get(CONFIG_ENTRY)
     else:
-        ep = torch.export.load(str(path))
+        extra = {CONFIG_ENTRY: ""}
+        ep = torch.export.load(str(path), extra_files=extra)
+        meta = extra[CONFIG_ENTRY] or None
         names = _symbolic_axes(ep)
         shape = lambda t: [_rename(str(d), names) if _symbolic(d) else int(d) for d in t.shape]  # noqa: E731
         user = set(ep.graph_signature.user_inputs)
@@ -209,7 +219,8 @@ def describe_export(path: Union[str, Path], format: str) -> Dict[str, Any]:
         info = {}
     named = {name: [d for d in dims if isinstance(d, str)] for name, dims in inputs.items()}
     dynamic = {name: dims for name, dims in named.items() if dims}
-    return {"inputs": inputs, "outputs": outputs, "dynamic": dynamic, **info}
+    config = json.loads(meta) if meta else None  # files from before configs were stored have none
+    return {"inputs": inputs, "outputs": outputs, "dynamic": dynamic, "config": config, **info}
 
 
 def _runner(path: Path, fmt: str, device: torch.device) -> Tuple[Callable[[Tensor, Tensor], Tensor], bool]:
