@@ -9,6 +9,8 @@ from .module_layer import TunableModuleLayer
 from .functional import tunable_conv2d, tunable_linear
 from .parameter import TunableParameter, broadcastable, mix_parameter
 from .operand import mix_operand, mix_operand_reshaped
+from .rows import RowsNotSeparable, row_groups, run_by_rows
+from .owner_split import ROWS, row_owners, split_at_owners
 from .weight_norm import TunableWeightNormConv2d, weight_norm_of
 
 # Names (suffixes) of the tensors that hold one slice per kernel on their leading axis: the
@@ -39,6 +41,12 @@ __all__ = [
     "mix_operand",
     "mix_operand_reshaped",
     "split_by_rows",
+    "RowsNotSeparable",
+    "row_groups",
+    "run_by_rows",
+    "ROWS",
+    "row_owners",
+    "split_at_owners",
     "stack_kernels",
     "broadcastable",
     "cached_mix",

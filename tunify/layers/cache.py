@@ -24,14 +24,16 @@ plain layer costs; see benchmarks/overhead.py.
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from contextvars import ContextVar
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-__all__ = ["KernelMemo", "cached_mix", "clear_kernel_cache", "kernel_cache_size"]
+__all__ = ["KernelMemo", "cached_mix", "clear_kernel_cache", "kernel_cache_size", "uncached"]
 
 _PLAIN_TYPES = (Tensor, nn.Parameter)
 _GEN = [0]  # bumped by clear_kernel_cache: every memo of an older generation misses
@@ -45,6 +47,19 @@ _LAST: list = [None, -1, None]
 _CANONS: list = []
 _MAX_CANONS = 4
 _is_compiling = torch.compiler.is_compiling
+# Set while a module runs once per λ row (rows.py): each mixture then serves one call, and
+# memos holding one λ each would only thrash (a miss costs ~3x a plain mix, mostly bookkeeping).
+_OFF: ContextVar[bool] = ContextVar("tunify_kernel_cache_off", default=False)
+
+
+@contextlib.contextmanager
+def uncached() -> Iterator[None]:
+    """Mix afresh inside the block: no memo is read or written."""
+    token = _OFF.set(True)
+    try:
+        yield
+    finally:
+        _OFF.reset(token)
 _tracing_state = torch._C._get_tracing_state
 
 
@@ -142,7 +157,7 @@ register_optimizer_step_post_hook(_on_optimizer_step)
 
 def cacheable(coeffs: Tensor, *stacks: Optional[Tensor]) -> bool:
     """Whether a call at ``coeffs`` may use cached mixtures of ``stacks``."""
-    if coeffs.dim() != 1 or type(coeffs) is not Tensor or _is_compiling() or _tracing_state() is not None:
+    if coeffs.dim() != 1 or type(coeffs) is not Tensor or _OFF.get() or _is_compiling() or _tracing_state() is not None:
         return False  # per-sample, or fake/functional/proxy tensors: compiling, exporting
     grad = torch.is_grad_enabled()
     for s in stacks:

@@ -4,8 +4,9 @@ The tensor becomes a torch parametrization: ``owner.beta`` keeps reading like a 
 the stored parameter is the stack ``owner.parametrizations.beta.original`` (K, *S). Mixing
 follows the same rule as every layer. Per-sample λ works when the tensor has a leading axis
 of 1 that broadcasts against the batch (β of shape (1, C, 1, 1) becomes (B, C, 1, 1));
-anything else (a table that is indexed and reshaped) is marked ``per_sample="split"`` and the
-model runs each distinct λ row on the shared path instead.
+anything else (a table that is indexed and reshaped) cannot: it is marked ``per_sample="rows"``
+when the module owning it can run once per distinct λ row on its own rows of the batch
+(owner_split.py), or ``"split"``, and then the model runs each distinct λ row whole.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from .base import TunableLayer, current_coeffs, mix, stack_kernels
 from .cache import KernelMemo, cacheable, cached_mix
+from .rows import RowsNotSeparable
 
 __all__ = ["TunableParameter", "mix_parameter", "broadcastable"]
 
@@ -28,12 +30,13 @@ def mix_parameter(stack: Tensor, coeffs: Tensor, per_sample: str) -> Tensor:
     """stack (K, *S); coeffs (K,) → (*S); coeffs (N, K) → (N, *S[1:]) when S[0] == 1."""
     if coeffs.dim() == 1:
         return cached_mix(stack, coeffs, mix)
-    if per_sample != "broadcast":
-        raise RuntimeError(
+    if per_sample != "broadcast":  # a ValueError too: the model then runs each λ row whole
+        raise RowsNotSeparable(
             "a weight-like tensor of shape "
-            f"{tuple(stack.shape[1:])} cannot hold one value per sample; the tunified model "
-            "should have split the batch by λ. Call the model itself (tm(x, lam=λ)), or pass "
-            "one λ shared by the batch."
+            f"{tuple(stack.shape[1:])} cannot hold one value per sample"
+            + (" and was read outside the module that owns it" if per_sample == "rows" else "")
+            + "; the tunified model should have split the batch by λ. Call the model itself "
+            "(tm(x, lam=λ)), or pass one λ shared by the batch."
         )
     return mix(stack.squeeze(1), coeffs)
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, broadcastable, mix_operand,
                       mix_operand_reshaped, mix_parameter, mixed_weight, tunable_conv2d, tunable_linear)
+from .owners import mark_row_owners
 
 __all__ = ["COEFFS_INPUT", "rewrite_graph"]
 
@@ -218,8 +219,8 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
                 for pname, entry in plist.items():
                     if entry and isinstance(entry[0], TunableParameter):
                         how.setdefault(f"{full}.{pname}", f"inside kept-whole {type(module).__name__}")
-                        if entry[0].per_sample == "split":
-                            split_reasons.append(f"{full}.{pname} has shape {entry[0].shape}")
+                        if entry[0].per_sample == "split":  # read in its owner's forward: run by rows
+                            split_reasons += mark_row_owners(root, [f"{full}.{pname}"])
     graph.lint()
     gm = fx.GraphModule(root, graph, class_name=f"Tunable{type(root).__name__}Graph")
     return gm, how, split_reasons

@@ -1,0 +1,172 @@
+"""Per-sample λ for the modules whose weight-like tensor cannot hold one value per sample.
+
+SwinIR's ``WindowAttention`` indexes and reshapes its relative-position bias table
+(``table[index].view(N, N, -1)``): a per-sample mixture (B, *S) of it has no meaning there.
+Rather than run the whole model once per distinct λ row, only such a module (its *owner*,
+whose tensors are marked ``per_sample="rows"``) is run once per distinct λ row, on the rows of
+its input that belong to the samples sharing that row (``rows.run_by_rows``); everything else
+keeps native per-sample kernels.
+
+For the duration of one per-sample call the owner's ``forward`` is an instance attribute that
+does this, removed afterwards (the type, the state dict, deepcopy and ``bake`` never see it).
+
+That is exact only when the owner treats the rows of its input independently and only
+row-aligned arguments are split (a (nW, N, N) mask goes whole since its leading axis is not
+B·m). Both are proved on the real input the first time each kind of call is seen (same
+arguments' layout, same row-aligned ones, same training mode): the owner run by rows must
+equal the owner run whole at one shared λ. When it does not, or the leading axis is not a
+multiple of B, :class:`RowsNotSeparable` is raised and the model falls back to running the
+whole model once per distinct λ row, with that reason in its report. The proof holds for the
+parameters at the time it ran: a row-mixing path whose weight is exactly zero then (a gate
+initialised at 0) would pass it; ``tunify(..., example_inputs=...)`` checks routing with
+perturbed kernels as well.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from .base import _COEFFS, coeff_scope
+from .parameter import TunableParameter
+from .rows import RowsNotSeparable, row_aligned, row_groups, run_by_rows
+
+__all__ = ["ROWS", "row_owners", "split_at_owners"]
+
+ROWS = "rows"  # TunableParameter.per_sample of a tensor whose owner is run by rows
+
+_LOCK = threading.RLock()
+_INSTALLED: Dict[int, list] = {}   # id(owner) -> [per-sample calls in flight, its previous instance forward]
+_NONE = object()
+_LAST_GROUPS: Tuple[Any, Any] = (None, None)  # (coeffs, row_groups(coeffs)): one call, one grouping
+
+
+def row_owners(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """(name, module) of each module holding a weight-like tensor marked ``per_sample="rows"``."""
+    found, seen = [], set()
+    for name, module in model.named_modules():
+        plist = getattr(module, "parametrizations", None)
+        if not isinstance(plist, nn.ModuleDict) or id(module) in seen:
+            continue
+        if any(e and isinstance(e[0], TunableParameter) and e[0].per_sample == ROWS for e in plist.values()):
+            seen.add(id(module))
+            found.append((name, module))
+    return found
+
+
+def _groups(coeffs: Tensor) -> List[Tensor]:
+    global _LAST_GROUPS
+    last = _LAST_GROUPS
+    if last[0] is coeffs:
+        return last[1]
+    groups = row_groups(coeffs)
+    _LAST_GROUPS = (coeffs, groups)
+    return groups
+
+
+@contextlib.contextmanager
+def split_at_owners(owners: Sequence[Tuple[str, nn.Module]], proofs: Dict[tuple, str]) -> Iterator[None]:
+    """While inside, each owner called under a per-sample coefficient scope (B, K) runs once per
+    distinct row on its own rows; ``proofs`` (kept by the caller) remembers what was proved."""
+    with _LOCK:
+        for who, owner in owners:
+            slot = _INSTALLED.get(id(owner))
+            if slot is None:
+                slot = _INSTALLED[id(owner)] = [0, owner.__dict__.get("forward", _NONE)]
+                owner.__dict__["forward"] = _by_rows(who or type(owner).__name__, owner, owner.forward, proofs)
+            slot[0] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            for _, owner in owners:
+                slot = _INSTALLED[id(owner)]
+                slot[0] -= 1
+                if slot[0] == 0:
+                    del _INSTALLED[id(owner)]
+                    if slot[1] is _NONE:
+                        owner.__dict__.pop("forward", None)
+                    else:
+                        owner.__dict__["forward"] = slot[1]
+
+
+def _by_rows(who: str, owner: nn.Module, forward: Callable[..., Any], proofs: Dict[tuple, str]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        coeffs = _COEFFS.get()
+        if coeffs is None or coeffs.dim() == 1:  # shared λ, or already inside one row's run
+            return forward(*args, **kwargs)
+        leaves, spec = tree_flatten((args, kwargs))
+        _, split = row_aligned(leaves, coeffs.shape[0], who)
+        groups = _groups(coeffs)
+        key = (who, any(m.training for m in owner.modules()), str(spec), split)
+        if key not in proofs:
+            proofs[key] = prove_rows(forward, owner, coeffs, groups, leaves, spec, split, who)
+        if proofs[key]:
+            raise RowsNotSeparable(proofs[key])
+        return run_by_rows(forward, coeffs, groups, leaves, spec, split, who)
+
+    return run
+
+
+@torch.no_grad()
+def prove_rows(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor], leaves: list,
+               spec: Any, split: tuple, who: str) -> str:
+    """'' when ``forward`` run by rows equals it run whole at one shared λ on these inputs
+    (cloned: some forwards write their input), else the reason. Dropout modules inside are
+    switched off and the RNG reseeded for both runs, so only the splitting can differ."""
+    shared = coeffs[:1].expand_as(coeffs)
+    copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
+    with _quiet(owner, leaves):
+        args, kwargs = tree_unflatten(copies(), spec)
+        with coeff_scope(shared[0]):
+            whole = forward(*args, **kwargs)
+    try:
+        with _quiet(owner, leaves):
+            parts = run_by_rows(forward, shared, groups, copies(), spec, split, who)
+    except Exception as exc:  # noqa: BLE001 - any failure means the rows cannot be run apart
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return f"{who} cannot run on part of its rows ({type(exc).__name__}: {text})"
+    err = _difference(parts, whole)
+    dtype = next((t.dtype for t in leaves if isinstance(t, Tensor) and t.is_floating_point()), torch.float32)
+    if err <= (1e-4 if torch.finfo(dtype).bits >= 32 else 1e-2):
+        return ""
+    return (f"{who} does not treat the rows of its input independently: run on each λ row's rows it differs "
+            f"from one run on all rows by {err:.1e} of the output's scale at one shared λ")
+
+
+@contextlib.contextmanager
+def _quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
+    """Dropout modules of ``owner`` off and the RNG at a fixed seed (both restored after)."""
+    dropouts = [m for m in owner.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.training]
+    device = next((t.device for t in leaves if isinstance(t, Tensor)), torch.device("cpu"))
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    try:
+        for m in dropouts:
+            m.training = False
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(0)
+            if cuda:
+                torch.cuda.manual_seed(0)
+            yield
+    finally:
+        for m in dropouts:
+            m.training = True
+
+
+def _difference(a: Any, b: Any) -> float:
+    """Largest difference of matching tensor outputs relative to b's scale (inf when unlike)."""
+    la = [t for t in tree_flatten(a)[0] if isinstance(t, Tensor)]
+    lb = [t for t in tree_flatten(b)[0] if isinstance(t, Tensor)]
+    if len(la) != len(lb) or any(x.shape != y.shape or x.dtype != y.dtype for x, y in zip(la, lb)):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(la, lb):
+        if not (x.is_floating_point() or x.is_complex()):
+            worst = worst if torch.equal(x, y) else float("inf")
+        elif y.numel():
+            worst = max(worst, (x - y).abs().max().item() / (y.abs().max().item() + 1e-6))
+    return worst
