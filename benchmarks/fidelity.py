@@ -48,7 +48,8 @@ from tunify.archs import create_model
 from tunify.baselines import DNI, AdaFM, DynamicNet, FiLM, OutputBlend
 from tunify.data import build_dataset
 from tunify.metrics import psnr
-from tunify.training import fit, parametric_loss, parse_recipe
+from tunify.objectives import ParametricLoss
+from tunify.training import fit, parse_recipe
 
 TRAIN_IMAGES = "skimage:chelsea,coffee,rocket,immunohistochemistry,hubble_deep_field,retina,stereo_motorcycle"
 VAL_IMAGES = "skimage:astronaut,camera,brick,grass,coins,clock"
@@ -139,7 +140,7 @@ class Bench:
     def __init__(self, task: str, cfg: dict, seed: int, root: Path, base: nn.Module) -> None:
         self.task, self.cfg, self.seed, self.root, self.base = task, cfg, seed, root, base
         probe = recipe_for(task, cfg, 1, seed, root, None)
-        self.loss = parametric_loss(probe)
+        self.loss = ParametricLoss.from_recipe(probe)
         val = build_dataset(probe.data.val)
         self.val = val.fixed_batch(cfg["val_images"], cfg["val_patch"], seed=1234)  # same for every seed
         self.convergence: Dict[str, float] = {}

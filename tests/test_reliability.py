@@ -237,3 +237,24 @@ def test_loss_png_is_skipped_with_a_note_without_matplotlib(finished, tmp_path, 
     notes = []
     assert plot_losses(out / "metrics.csv", tmp_path / "loss.png", log=notes.append) is None
     assert "matplotlib is not installed" in notes[0] and not (tmp_path / "loss.png").exists()
+
+
+# -- the pretraining is a stage of its own, not a made-up recipe --------------------------------
+def test_the_pretrain_stage_reads_its_own_section_and_checkpoints_the_real_recipe(finished):
+    from tunify.training import Stage
+    from tunify.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    recipe = parse_recipe(small(Path("unused")))
+    pre, fine = Stage.pretrain(recipe), Stage.fine_tune(recipe)
+    assert (pre.name, pre.tunable, pre.steps, pre.optim.lr, pre.lr_key) == ("pretrain", False, 4, 1e-3, "pretrain.lr")
+    assert pre.lam is None and pre.validate_every is None and pre.optim.ema_decay == 0 and pre.optim.warmup_steps == 0
+    assert [o.name for o in pre.objectives] == ["pretrain"] and pre.no_lam(3).shape == (3, 1)
+    assert (fine.steps, fine.optim.lr, fine.lam, fine.lr_key) == (4, 2e-3, recipe.lam, "optim.lr")
+    assert [o.name for o in fine.objectives] == ["sharp", "grain"]
+    no_pre = parse_recipe({k: v for k, v in small(Path("unused")).items() if k != "pretrain"})
+    with pytest.raises(ValueError, match="no `pretrain:` section"):
+        Stage.pretrain(no_pre)
+    ref_out, _ = finished
+    _, _, state = load_checkpoint(latest_checkpoint(ref_out / "pretrain" / "checkpoints"))
+    stored = parse_recipe(state["recipe"])  # the run's whole recipe, as the fine-tune's checkpoints keep it
+    assert [o.name for o in stored.objectives] == ["sharp", "grain"] and stored.pretrain.steps == 4

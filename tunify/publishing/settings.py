@@ -21,14 +21,15 @@ def recipe_settings(folder: Optional[Union[str, Path]]) -> Dict[str, Any]:
     """
     if folder is None or not (Path(folder) / "recipe.yaml").is_file():
         return {}
-    from ..training import build_model, load_recipe, parametric_loss
+    from ..objectives import ParametricLoss
+    from ..training import build_model, load_recipe
 
     recipe = load_recipe(Path(folder) / "recipe.yaml")
     spec = recipe.data.val or recipe.data.train
     out: Dict[str, Any] = {"degradation": spec.get("degradation") if spec.get("type") == "degraded" else None,
                            "loss": None, "loss_reason": None}
     try:
-        ploss = parametric_loss(recipe, strict=False)
+        ploss = ParametricLoss.from_recipe(recipe, strict=False)
         if ploss.needs_reference:  # "original" targets: the pretrained network, rebuilt from the recipe's weights
             ploss.set_reference(build_model(recipe.model))
         out["loss"] = ploss

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..data import build_dataset
-from ..objectives import ObjectiveSet
-from .recipe import ObjectiveSpec, Recipe
+from .recipe import Recipe
 from .samplers import build_sampler
+from .stage import Stage
 
 __all__ = ["preflight"]
 
@@ -44,15 +44,13 @@ def preflight(recipe: Recipe, model: Optional[nn.Module] = None) -> None:
     pretraining, datasets, λ sampler, tunify's plan on ``model``) and raise the first error,
     naming the recipe section. The global RNG is left as it was (runs stay reproducible)."""
     from .build import tunify_from_recipe
-    from .trainer import parametric_loss
 
     _check_lams(recipe)
     with torch.random.fork_rng(devices=[]):  # discriminators and such draw their initial weights
-        _build("objectives", parametric_loss, recipe, model if model is not None else nn.Identity())
+        reference = model if model is not None else nn.Identity()
+        _build("objectives", Stage.fine_tune(recipe).parametric_loss, reference)
         if recipe.pretrain is not None:
-            spec = recipe.pretrain
-            _build("pretrain", ObjectiveSet.from_specs,
-                   [ObjectiveSpec(name="pretrain", losses=spec.losses, target=spec.target)])
+            _build("pretrain", Stage.pretrain(recipe).parametric_loss, reference)
         _build("data.train", build_dataset, recipe.data.train)
         if recipe.data.val:
             _build("data.val", build_dataset, recipe.data.val)

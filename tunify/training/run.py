@@ -12,8 +12,6 @@ dir checked (:func:`check_run_dir`): a refused run leaves the folder as it found
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -30,7 +28,8 @@ from .files import atomic_write_text
 from .build import build_model, tunify_from_recipe  # here too: run's names since the start
 from .guard import check_run_dir
 from .preflight import preflight
-from .recipe import ObjectiveSpec, Recipe
+from .recipe import Recipe
+from .stage import Stage
 from .trainer import FitResult, distributed, fit
 
 __all__ = ["build_model", "tunify_from_recipe", "run_recipe", "RunResult", "write_sweep"]
@@ -46,18 +45,6 @@ class RunResult:
     steps_run: Dict[str, int] = field(default_factory=dict)  # {"pretrain": n, "fine-tune": m}: this call's steps
 
 
-def _pretrain_recipe(recipe: Recipe) -> Recipe:
-    """The plain training before tunify, as a one-objective recipe at λ = 1."""
-    spec = recipe.pretrain
-    pre = copy.deepcopy(recipe)
-    pre.objectives = [ObjectiveSpec(name="pretrain", losses=spec.losses, target=spec.target)]
-    pre.optim = dataclasses.replace(recipe.optim, steps=spec.steps, lr=spec.lr, ema_decay=0.0, warmup_steps=0,
-                                    freeze_non_tunable=False)
-    pre.lam = dataclasses.replace(recipe.lam, sampler="fixed", fixed=[1.0], distinct_per_batch=None)
-    pre.validation = dataclasses.replace(recipe.validation, every=0)
-    return pre
-
-
 def _pretrain(model: nn.Module, recipe: Recipe, out: Path, log: Callable[[str], None], stop_after: Optional[int],
               allow_changed_recipe: bool) -> Optional[FitResult]:
     """Plain training on one objective before tunify, checkpointed and resumed like the
@@ -71,8 +58,8 @@ def _pretrain(model: nn.Module, recipe: Recipe, out: Path, log: Callable[[str], 
             log(f"pretrained weights reused from {done}")
             return None
     log(f"pretraining the plain model for {spec.steps} steps" + (f", resuming at step {step}" if done else ""))
-    return fit(model, _pretrain_recipe(recipe), out_dir=root, tunable=False, resume=done is not None, log=log,
-               stop_after=stop_after, stage="pretrain", allow_changed_recipe=allow_changed_recipe)
+    return fit(model, recipe, stage=Stage.pretrain(recipe), out_dir=root, resume=done is not None, log=log,
+               stop_after=stop_after, allow_changed_recipe=allow_changed_recipe)
 
 
 def write_sweep(tm: TunableModel, batch: Dict[str, torch.Tensor], out: Path, points: int, index: int = 0,

@@ -1,4 +1,4 @@
-"""Everything a run holds before its first step: ``build_state(model, recipe, ...)``.
+"""Everything a run holds before its first step: ``build_state(model, stage, loss)``.
 
 The optimizer and its schedule, EMA, the discriminators of adversarial objectives, mixed
 precision, frozen objectives, DDP, and what a checkpoint stores of them (``state_dict`` /
@@ -25,6 +25,7 @@ from .ema import EMA
 from .freeze import KernelFreeze, frozen_indices
 from .guard import RecipeChangedError, recipe_changes
 from .recipe import OptimSpec, Recipe
+from .stage import Stage
 
 __all__ = ["TrainState", "build_state", "distributed", "lr_factor", "existing_checkpoint"]
 
@@ -138,29 +139,30 @@ class TrainState:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def _trainable(model: nn.Module, recipe: Recipe, space: LamSpace, tunable: bool) -> Optional[KernelFreeze]:
-    """Sets requires_grad as the recipe says (freeze_non_tunable, frozen objectives); returns the
+def _trainable(model: nn.Module, stage: Stage, space: LamSpace) -> Optional[KernelFreeze]:
+    """Sets requires_grad as the stage says (freeze_non_tunable, frozen objectives); returns the
     freeze of frozen objectives' kernels, taken now, i.e. at the pretrained values."""
-    if recipe.optim.freeze_non_tunable and tunable:
+    if stage.optim.freeze_non_tunable and stage.tunable:
         for name, p in model.named_parameters():
             p.requires_grad_(name.endswith(PER_OBJECTIVE_SUFFIXES))
-    frozen = frozen_indices(recipe.objectives, space.kind) if tunable else []
+    frozen = frozen_indices(stage.objectives, space.kind) if stage.tunable else []
     return KernelFreeze(model, frozen, space.p) if frozen else None
 
 
-def build_state(model: nn.Module, recipe: Recipe, ploss: ParametricLoss, *, tunable: bool = True) -> TrainState:
+def build_state(model: nn.Module, stage: Stage, ploss: ParametricLoss) -> TrainState:
     """The optimizer, schedule, EMA, discriminators, precision and freezes of a run of ``model``
-    (moved to this process's device and put in train mode) under ``recipe``."""
+    (moved to this process's device and put in train mode) in ``stage``."""
     rank, world, local_rank = distributed()
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     objectives = ploss.objectives
+    # A TunableModel or a baseline with λ (FiLM, AdaFM) has a λ space; a plain network gets one objective's.
     space = getattr(model, "lam_space", None) or LamSpace("simplex", objectives.p, objectives.names)
-    if tunable and space.p != objectives.p:
+    if stage.tunable and space.p != objectives.p:
         raise ValueError(f"the model has p={space.p} objectives {space.names} but the recipe lists {objectives.p}")
-    opt = recipe.optim
+    opt = stage.optim
     model.to(device).train()
     ploss.to(device)
-    freeze = _trainable(model, recipe, space, tunable)
+    freeze = _trainable(model, stage, space)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
     adversarial = objectives.adversarial()

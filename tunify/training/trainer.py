@@ -1,5 +1,6 @@
-"""The fine-tuning loop: ``fit(tm, recipe)`` = ``setup.build_state``, then ``train_step`` per
-step, with checkpoints, validation sweeps and logs between steps.
+"""The training loop: ``fit(tm, recipe)`` = ``setup.build_state``, then ``train_step`` per
+step, with checkpoints, validation sweeps and logs between steps, for one ``Stage`` of a run
+(the fine-tune, or the plain pretraining before tunify: stage.py).
 
 Each step draws a batch and one λ per sample from a generator seeded by (seed, step, rank)
 alone, so a run resumed from a checkpoint sees exactly the batches, λ and dropout masks the
@@ -26,9 +27,10 @@ from .logs import MetricsLog, plot_losses, progress_bar
 from .recipe import Recipe
 from .samplers import build_sampler
 from .setup import TrainState, build_state, check_same_recipe, distributed, existing_checkpoint, lr_factor
+from .stage import Stage
 from .validate import lam_sweep
 
-__all__ = ["fit", "train_step", "FitResult", "NonFiniteLossError", "lr_factor", "distributed", "parametric_loss"]
+__all__ = ["fit", "train_step", "FitResult", "NonFiniteLossError", "lr_factor", "distributed", "Stage"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,11 +54,6 @@ class FitResult:
     def steps_run(self) -> int:
         """Optimizer steps this call ran (a resumed run counts only its own)."""
         return self.step - self.start
-
-
-def parametric_loss(recipe: Recipe, reference: Optional[nn.Module] = None, strict: bool = True) -> ParametricLoss:
-    """The recipe's parametric multi-loss L(λ) (``ParametricLoss.from_recipe``)."""
-    return ParametricLoss.from_recipe(recipe, reference, strict)
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -159,78 +156,102 @@ def _finish(st: TrainState, result: FitResult, steps: int, log: Callable[[str], 
         st.freeze.remove()
 
 
-def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: Optional[int] = None,
-        out_dir: Optional[Path] = None, tunable: bool = True, log: Callable[[str], None] = print,
-        reference: Optional[nn.Module] = None, stage: str = "fine-tune", allow_changed_recipe: bool = False) -> FitResult:
-    """Fine-tune ``model`` (a TunableModel, or a plain model with ``tunable=False`` and one
-    objective) as ``recipe`` says. Writes metrics.csv (and loss.png), val.csv and checkpoints
-    under the output dir. ``stop_after`` ends this call after that many steps (the run can be
-    resumed). ``reference``: the frozen network before tunify, for "original" targets.
-    ``stage`` names the run in progress bars and errors ("pretrain": lr is ``pretrain.lr``).
-    Resuming refuses a checkpoint trained with a different recipe unless ``allow_changed_recipe``."""
-    out = Path(out_dir or recipe.output_dir())
-    ckpt_root = out / "checkpoints"
-    existing = existing_checkpoint(ckpt_root, resume, out, log)
-    st = build_state(model, recipe, parametric_loss(recipe, reference), tunable=tunable)
-    sampler = build_sampler(st.ploss.objectives.p, st.space.kind, recipe.lam)
-    data = build_dataset(recipe.data.train)
-    val_data = build_dataset(recipe.data.val) if recipe.data.val else data
-    val_batch = {k: v.to(st.device) for k, v in
-                 val_data.fixed_batch(recipe.data.val_images, recipe.data.val_patch, seed=recipe.seed).items()}
-    start = _resume(st, recipe, existing, allow_changed_recipe, log) if resume else 0
-    metrics, val_log = _logs(out, st.ploss.objectives.names, st.rank, start, resume, recipe)
-    grid = (torch.tensor(recipe.validation.lams) if recipe.validation.lams
-            else lam_grid(st.space, recipe.validation.lam_points)).to(st.device)
-    steps, lr_key = recipe.optim.steps, ("pretrain.lr" if stage == "pretrain" else "optim.lr")
-    bar = progress_bar(steps, start, recipe.output.progress and st.rank == 0, f"{recipe.name} {stage}")
-    result = FitResult(out, start, val_batch=val_batch, start=start, stage=stage, checkpoint=existing)
-    t_run = time.perf_counter()
+class _Loop:
+    """What fit's steps share: the TrainState, data, λ sampler, logs and the result so far."""
 
-    def checkpoint(step: int) -> None:
-        if st.rank == 0:
-            result.checkpoint = save_checkpoint(ckpt_root, step, model.state_dict(), st.state_dict(recipe),
-                                                recipe.output.keep_last)
+    def __init__(self, model: nn.Module, recipe: Recipe, stage: Stage, out: Path, existing: Optional[Path],
+                 resume: bool, reference: Optional[nn.Module], allow_changed_recipe: bool, log: Callable[[str], None]):
+        self.model, self.recipe, self.stage, self.out, self.log = model, recipe, stage, out, log
+        self.st = st = build_state(model, stage, stage.parametric_loss(reference))
+        self.sampler = None if stage.lam is None else build_sampler(st.ploss.objectives.p, st.space.kind, stage.lam)
+        self.data = build_dataset(recipe.data.train)
+        val_data = build_dataset(recipe.data.val) if recipe.data.val else self.data
+        self.val_batch = {k: v.to(st.device) for k, v in
+                          val_data.fixed_batch(recipe.data.val_images, recipe.data.val_patch, seed=recipe.seed).items()}
+        start = _resume(st, recipe, existing, allow_changed_recipe, log) if resume else 0
+        self.metrics, self.val_log = _logs(out, st.ploss.objectives.names, st.rank, start, resume, recipe)
+        self.grid = (torch.tensor(recipe.validation.lams) if recipe.validation.lams
+                     else lam_grid(st.space, recipe.validation.lam_points)).to(st.device)
+        self.result = FitResult(out, start, val_batch=self.val_batch, start=start, stage=stage.name, checkpoint=existing)
 
-    def validate(step: int) -> None:
-        if st.rank != 0 or not tunable:
+    def checkpoint(self, step: int) -> None:
+        if self.st.rank == 0:
+            self.result.checkpoint = save_checkpoint(self.out / "checkpoints", step, self.model.state_dict(),
+                                                     self.st.state_dict(self.recipe), self.recipe.output.keep_last)
+
+    def validate(self, step: int) -> None:
+        st = self.st
+        if st.rank != 0 or self.stage.validate_every is None:
             return
         with st.ema.swapped_in() if st.ema else contextlib.nullcontext():
-            result.validation = lam_sweep(model, val_batch, grid, st.ploss)
-        for row in result.validation:
-            val_log.add({"step": step, **row, "lam": " ".join(f"{v:g}" for v in row["lam"])})
+            self.result.validation = lam_sweep(self.model, self.val_batch, self.grid, st.ploss)
+        for row in self.result.validation:
+            self.val_log.add({"step": step, **row, "lam": " ".join(f"{v:g}" for v in row["lam"])})
 
-    for step in range(start, steps):
-        if stop_after is not None and step - start >= stop_after:
-            break
+    def step(self, step: int, bar) -> None:
+        """Optimizer step ``step`` (its batch, λ and dropout drawn from (seed, step, rank)), logged;
+        then a checkpoint or a sweep when one is due."""
+        recipe, stage, st, size = self.recipe, self.stage, self.st, self.recipe.data.batch_size
         t0 = time.perf_counter()
         g = batch_generator(recipe.seed, step, st.rank)
         torch.manual_seed(_step_seed(recipe.seed, step, st.rank))  # dropout etc. follow the step too
-        batch = {k: v.to(st.device) for k, v in data.batch(recipe.data.batch_size, g).items()}
-        lam = sampler.sample(recipe.data.batch_size, g).to(st.device)
-        loss, terms = train_step(st, batch, lam, g, tunable=tunable,
-                                 group_by_lam=recipe.lam.distinct_per_batch is not None)
+        batch = {k: v.to(st.device) for k, v in self.data.batch(size, g).items()}
+        lam = (stage.no_lam(size) if self.sampler is None else self.sampler.sample(size, g)).to(st.device)
+        grouped = stage.lam is not None and stage.lam.distinct_per_batch is not None
+        loss, terms = train_step(st, batch, lam, g, tunable=stage.tunable, group_by_lam=grouped)
         if not torch.isfinite(loss):
-            raise _non_finite(loss, terms, step, result.checkpoint, lr_key)
-        result.step = done = step + 1
+            raise _non_finite(loss, terms, step, self.result.checkpoint, stage.lr_key)
+        self.result.step = done = step + 1
         row = {"step": done, "loss": loss.item(), "lr": st.scheduler.get_last_lr()[0],
                "sec_per_step": round(time.perf_counter() - t0, 4), **{f"L_{k}": float(v.mean()) for k, v in terms.items()}}
-        _log_step(row, result, metrics if done % max(1, recipe.output.log_every) == 0 or done == steps else None,
-                  bar, lam if tunable else None)
+        logged = done % max(1, recipe.output.log_every) == 0 or done == stage.steps
+        _log_step(row, self.result, self.metrics if logged else None, bar, lam if stage.tunable else None)
         if recipe.output.checkpoint_every and done % recipe.output.checkpoint_every == 0:
-            checkpoint(done)
-        if recipe.validation.every and done % recipe.validation.every == 0:
-            validate(done)
+            self.checkpoint(done)
+        if stage.validate_every and done % stage.validate_every == 0:
+            self.validate(done)
+
+    def close(self, resume: bool) -> None:
+        """The last checkpoint and sweep unless just written, the EMA swapped in, logs closed, loss plot."""
+        result, every, steps = self.result, self.recipe.output.checkpoint_every, self.stage.steps
+        if result.step > result.start or resume:
+            if not (every and result.step % every == 0):
+                self.checkpoint(result.step)
+            if not (self.stage.validate_every and result.step % self.stage.validate_every == 0) and result.step == steps:
+                self.validate(result.step)
+        _finish(self.st, result, steps, self.log)
+        self.metrics.close()
+        self.val_log.close()
+        if self.st.rank == 0 and result.step > result.start:
+            plot_losses(self.out / "metrics.csv", self.out / "loss.png", title=f"{self.recipe.name} {self.stage.name}",
+                        log=self.log)
+
+
+def fit(model: nn.Module, recipe: Recipe, *, resume: bool = False, stop_after: Optional[int] = None,
+        out_dir: Optional[Path] = None, tunable: bool = True, log: Callable[[str], None] = print,
+        reference: Optional[nn.Module] = None, stage: Optional[Stage] = None,
+        allow_changed_recipe: bool = False) -> FitResult:
+    """Train ``model`` in one stage of ``recipe``: by default its fine-tune
+    (``Stage.fine_tune(recipe, tunable)``: a TunableModel, or a plain model with
+    ``tunable=False``), or ``stage=Stage.pretrain(recipe)``. Writes metrics.csv (and loss.png),
+    val.csv and checkpoints under the output dir. ``stop_after`` ends this call after that many
+    steps (the run can be resumed). ``reference``: the frozen network before tunify, for
+    "original" targets. Resuming refuses a checkpoint trained with a different recipe unless
+    ``allow_changed_recipe``."""
+    stage = stage or Stage.fine_tune(recipe, tunable)
+    out = Path(out_dir or recipe.output_dir())
+    existing = existing_checkpoint(out / "checkpoints", resume, out, log)
+    loop = _Loop(model, recipe, stage, out, existing, resume, reference, allow_changed_recipe, log)
+    result = loop.result
+    bar = progress_bar(stage.steps, result.start, recipe.output.progress and loop.st.rank == 0,
+                       f"{recipe.name} {stage.name}")
+    t_run = time.perf_counter()
+    for step in range(result.start, stage.steps):
+        if stop_after is not None and step - result.start >= stop_after:
+            break
+        loop.step(step, bar)
     bar.close()
-    if result.step > start or resume:
-        if not (recipe.output.checkpoint_every and result.step % recipe.output.checkpoint_every == 0):
-            checkpoint(result.step)
-        if not (recipe.validation.every and result.step % recipe.validation.every == 0) and result.step == steps:
-            validate(result.step)
-    _finish(st, result, steps, log)
-    metrics.close()
-    val_log.close()
-    if st.rank == 0 and result.step > start:
-        plot_losses(out / "metrics.csv", out / "loss.png", title=f"{recipe.name} {stage}", log=log)
+    loop.close(resume)
     result.seconds = time.perf_counter() - t_run
     timed = [r["sec_per_step"] for r in result.history[1:]] or [r["sec_per_step"] for r in result.history]
     result.sec_per_step = sum(timed) / max(1, len(timed))
