@@ -256,6 +256,13 @@ MODEL_HELP = ("a zoo name, a published folder, a training run's folder (its late
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_convert, _add_training, _add_publishing, _add_use):
+        add(sub)
+    return parser
+
+
+def _add_convert(sub) -> None:
+    """tunify convert: a registry model or a model file made tunable, and what was converted."""
     conv = sub.add_parser("convert", help="tunify a registry model or a model file and print what was converted")
     conv.add_argument("model", nargs="?", default="nafnet-width32", help=MODEL_HELP + " (default nafnet-width32); "
                       "a model that is tunable already gets its report and bake(λ) checked against tm(λ)")
@@ -269,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--batch", type=int, default=2)
     conv.set_defaults(func=_convert)
 
+
+def _add_training(sub) -> None:
+    """tunify train / quickstart: a recipe run, with the options both take."""
     def add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. optim.lr=1e-4 (parsed as YAML, never evaluated)")
@@ -288,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(quick)
     quick.set_defaults(recipe="quickstart")
 
+
+def _add_publishing(sub) -> None:
+    """tunify publish / load / export: from a run to a folder, a card, a deployable file."""
     pub = sub.add_parser("publish", help="turn a training run's final checkpoint into a published folder")
     pub.add_argument("run_dir")
     pub.add_argument("--to", required=True, help="output folder")
@@ -307,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--lam", default=None, help="bake this λ (comma-separated) instead of making λ an input")
     exp.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
     exp.set_defaults(func=_export)
+
+
+def _add_use(sub) -> None:
+    """tunify demo / sweep / zoo: what a model does at each λ, and what is published."""
     demo = sub.add_parser("demo", help="a local page: upload an image and move λ")
     demo.add_argument("model", nargs="?", default=DEFAULT_DEMO_MODEL, help=f"{MODEL_HELP} (default {DEFAULT_DEMO_MODEL})")
     demo.add_argument("--host", default="127.0.0.1", help="default: loopback only")
@@ -330,7 +347,6 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_sweep)
     zoo = sub.add_parser("zoo", help="list the published checkpoints")
     zoo.set_defaults(func=_zoo)
-    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -272,27 +272,11 @@ def sweep(tm: TunableModel, images: Any, *, lams: Any = None, points: int = 11, 
     boxes = [_crop_box(*s.gt.shape[-2:], grid_crop) for s in samples]
     tiles: List[List[Tensor]] = ([[_tile(s.lq, b, s.gt.shape[-1] / s.lq.shape[-1])] for s, b in zip(samples, boxes)]
                                  if pictures else [])
-    was_training, bar, start = tm.training, progress_bar(len(grid), 0, progress, "λ sweep"), time.perf_counter()
-    tm.eval()
-    try:
-        for j, lam in enumerate(grid):
-            for k in range(len(samples)):
-                out = run.image(k, lam)
-                if j in columns:
-                    tiles[k].append(_tile(out, boxes[k]))
-            bar.update(1)
-    finally:
-        bar.close()
-        tm.train(was_training)
+    start = time.perf_counter()
+    _run_grid(tm, run, grid, columns, boxes, tiles, progress)
     for k, s in enumerate(samples if pictures else []):
         tiles[k].append(_tile(s.gt, boxes[k]))
-    if run.loss_failure:
-        skipped["loss"] = run.loss_failure
-    measured = [m for m in ("psnr", "ssim") if use[m]] + ([] if "loss" in skipped else run.loss_names)
-    measured += [m for m in ("niqe", "lpips") if use[m]]
-    for r in run.per_image:  # columns that were dropped (losses after a failure) leave no trace
-        for key in [key for key in r if key.startswith("loss_") and key not in measured]:
-            del r[key]
+    measured = _measured(run, use, skipped)
     input_per_image = [{"image": s.name, **_measure(s.lq.to(device), s, use, clamp=False)} for s in samples]
     input_row = {m: _mean([r.get(m) for r in input_per_image]) for m in measured if m in ("psnr", "ssim", "niqe", "lpips")}
     result = SweepResult(space=space, objectives=tuple(space.names), metrics=measured,
@@ -305,6 +289,37 @@ def sweep(tm: TunableModel, images: Any, *, lams: Any = None, points: int = 11, 
     if out_dir is not None:
         result.save(out_dir)
     return result
+
+
+def _run_grid(tm: Any, run: "_Run", grid: Tensor, columns: List[int], boxes: list, tiles: List[List[Tensor]],
+              progress: bool) -> None:
+    """Every image at every λ of ``grid`` (N, p), in eval mode (the model's own mode after);
+    the λ in ``columns`` add a tile per image to ``tiles``."""
+    was_training, bar = tm.training, progress_bar(len(grid), 0, progress, "λ sweep")
+    tm.eval()
+    try:
+        for j, lam in enumerate(grid):
+            for k in range(len(run.samples)):
+                out = run.image(k, lam)
+                if j in columns:
+                    tiles[k].append(_tile(out, boxes[k]))
+            bar.update(1)
+    finally:
+        bar.close()
+        tm.train(was_training)
+
+
+def _measured(run: "_Run", use: Dict[str, bool], skipped: Dict[str, str]) -> List[str]:
+    """The metric columns that were measured for every row; a loss that failed on some image is
+    reported in ``skipped`` and its partial columns are dropped from the per-image rows."""
+    if run.loss_failure:
+        skipped["loss"] = run.loss_failure
+    measured = [m for m in ("psnr", "ssim") if use[m]] + ([] if "loss" in skipped else run.loss_names)
+    measured += [m for m in ("niqe", "lpips") if use[m]]
+    for r in run.per_image:
+        for key in [key for key in r if key.startswith("loss_") and key not in measured]:
+            del r[key]
+    return measured
 
 
 def _settings(tm: Any, images: Any, degradation: Any, lams: Any, use: Dict[str, bool], samples: List[Sample],
