@@ -50,7 +50,10 @@ def test_convert_command_on_a_model_file(compact_file, tmp_path, capsys):
     _fails(capsys, ["convert", str(tmp_path / "unknown.pth")], "spandrel does not recognise")
     with open(tmp_path / "code.pth", "wb") as f:
         torch.save({"w": torch.ones(1), "obj": NotATensor()}, f, pickle_module=pickle)
-    _fails(capsys, ["convert", str(tmp_path / "code.pth")], "code.pth")  # weights_only refuses it
+    err = _fails(capsys, ["convert", str(tmp_path / "code.pth")], "code.pth", "not a checkpoint")  # weights_only refuses it
+    (tmp_path / "garbage.pth").write_bytes(b"\xff" * 100)
+    err += _fails(capsys, ["convert", str(tmp_path / "garbage.pth")], "garbage.pth", "not a checkpoint")
+    assert "weights_only" not in err  # torch's advice (run the file's pickled code) is never passed on
 
 
 def test_recipe_with_only_weights_trains(compact_file, tmp_path):

@@ -52,7 +52,11 @@ def read_state_dict(source: str, key: str = "auto") -> Dict[str, torch.Tensor]:
         else:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"cannot read weights file {path}: {exc}. Is it truncated or not a checkpoint?") from exc
+        # torch's own message suggests weights_only=False, i.e. running the file's pickled code: never that.
+        raise ValueError(f"cannot read weights file {path}: it is not a checkpoint tunify can read, neither a "
+                         "safetensors file nor a torch file of plain tensors (truncated, another format, or pickled "
+                         f"objects, which tunify never unpickles; {type(exc).__name__}). Use the release's "
+                         ".pth/.safetensors file, or re-save the weights as a state_dict of tensors") from None
     if not isinstance(data, dict):
         raise ValueError(f"weights file {path} holds a {type(data).__name__}, not a state_dict")
     if key == "auto":

@@ -34,13 +34,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         try:
             load_pretrained(model, spec.weights, spec.weights_key, spec.strict)
         except ValueError as exc:
-            if "weights_only" not in str(exc):
-                raise
-            # torch's own message suggests weights_only=False, i.e. running the file's pickled code: never that.
-            raise ValueError(f"model.weights: {spec.weights} is not a checkpoint tunify can read: neither a "
-                             "safetensors file nor a torch file of plain tensors (truncated, another format, or "
-                             "pickled code, which tunify never runs). Point model.weights at the release's "
-                             ".pth/.safetensors file") from None
+            raise ValueError(f"model.weights: {exc}") from None
     return model
 
 
