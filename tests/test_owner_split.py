@@ -305,3 +305,51 @@ def test_example_inputs_check_routing_through_owners():
     assert _owner_rows(tm)
     tp = tm.model.block.attn.parametrizations.table[0]
     assert isinstance(tp, TunableParameter) and tp.per_sample == "rows"
+
+
+class Counts(WindowAttn):
+    """Counts its calls in a buffer, as BatchNorm counts batches: a proof must leave no trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x, mask=None):
+        self.calls += 1
+        return super().forward(x, mask)
+
+
+class WithBatchStats(WindowAttn):
+    """BatchNorm over the windows in training: its statistics mix the rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(4)
+
+    def forward(self, x, mask=None):
+        return self.norm(super().forward(x, mask))
+
+
+def test_proof_in_training_leaves_buffers_as_the_group_runs_made_them():
+    net = Net()
+    net.block.attn = Counts()
+    tm = tunify(net, P).train()
+    tm(torch.randn(3, 3, 4, 4), lam=LAMS[[0, 1, 0]])  # two distinct λ rows: two runs of the owner
+    assert _owner_rows(tm) and tm.model.block.attn.calls.item() == 2
+
+
+def test_batchnorm_in_training_falls_back_and_eval_runs_by_rows():
+    torch.manual_seed(0)
+    net = Net()
+    net.block.attn = WithBatchStats()
+    tm = tunify(net, P).train()
+    x = torch.randn(3, 3, 4, 4)
+    tm(x, lam=LAMS[:3])
+    assert tm.split_reasons and "does not treat the rows" in tm.split_reasons[-1]
+    net = Net()
+    net.block.attn = WithBatchStats()
+    tm = tunify(net.eval(), P).eval()  # running statistics: the rows are independent
+    with torch.no_grad():
+        perturb(tm, seed=7)
+        _close(tm(x, lam=LAMS[:3]), _each_alone(tm, x, LAMS[:3]))
+    assert _owner_rows(tm)

@@ -33,7 +33,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-__all__ = ["KernelMemo", "cached_mix", "clear_kernel_cache", "kernel_cache_size", "uncached"]
+from .base import mix as _mix
+
+__all__ = ["KernelMemo", "RowBank", "cached_mix", "clear_kernel_cache", "kernel_cache_size"]
 
 _PLAIN_TYPES = (Tensor, nn.Parameter)
 _GEN = [0]  # bumped by clear_kernel_cache: every memo of an older generation misses
@@ -47,19 +49,45 @@ _LAST: list = [None, -1, None]
 _CANONS: list = []
 _MAX_CANONS = 4
 _is_compiling = torch.compiler.is_compiling
-# Set while a module runs once per λ row (rows.py): each mixture then serves one call, and
-# memos holding one λ each would only thrash (a miss costs ~3x a plain mix, mostly bookkeeping).
-_OFF: ContextVar[bool] = ContextVar("tunify_kernel_cache_off", default=False)
+# Set while a module runs once per λ row (rows.py): each layer inside is called once per row,
+# so its kernels are mixed at every row in one go and each row's call takes its slice. The
+# memos (one λ each) would only thrash there: a miss costs ~3x a plain mix, mostly bookkeeping.
+_BANK: ContextVar[Optional["RowBank"]] = ContextVar("tunify_row_bank", default=None)
 
 
-@contextlib.contextmanager
-def uncached() -> Iterator[None]:
-    """Mix afresh inside the block: no memo is read or written."""
-    token = _OFF.set(True)
-    try:
-        yield
-    finally:
-        _OFF.reset(token)
+class RowBank:
+    """Kernels mixed at all G λ rows of one by-rows run: per stack (K, *S) → (G, *S), once."""
+
+    __slots__ = ("rows", "g", "current", "mixed")
+
+    def __init__(self, rows: Tensor) -> None:
+        self.rows, self.g, self.current = rows, 0, None  # rows (G, K); current: rows[g], in scope
+        self.mixed: Dict[int, tuple] = {}
+
+    @contextlib.contextmanager
+    def at(self, g: int) -> Iterator[Tensor]:
+        """Row g's coefficients (K,), served from the bank while inside."""
+        self.g, self.current = g, self.rows[g]
+        token = _BANK.set(self)
+        try:
+            yield self.current
+        finally:
+            _BANK.reset(token)
+            self.current = None
+
+    def get(self, stacks: Sequence[Optional[Tensor]], coeffs: Tensor) -> Optional[Tuple]:
+        if coeffs is not self.current:  # explicit coefficients of some other λ: not ours
+            return None
+        out = []
+        for s in stacks:
+            if s is None:
+                out.append(None)
+                continue
+            hit = self.mixed.get(id(s))
+            if hit is None or hit[0] is not s or hit[1] != s._version:
+                hit = self.mixed[id(s)] = (s, s._version, _mix(s, self.rows))
+            out.append(hit[2][self.g])
+        return tuple(out)
 _tracing_state = torch._C._get_tracing_state
 
 
@@ -92,6 +120,11 @@ class KernelMemo:
         all the values at once (a low-rank layer folds W_0 and its factors into one kernel);
         the validity checks are the same, over every input tensor.
         """
+        bank = _BANK.get()
+        if bank is not None and fn is _mix and not joint:
+            values = bank.get(stacks, coeffs)
+            if values is not None:
+                return values
         canon = _canonical(coeffs)
         if self.gen == _GEN[0] and self.canon is canon and len(stacks) == len(self.stacks) and joint:
             # Values are not one per stack here: check the inputs and the outputs apart.
@@ -157,7 +190,7 @@ register_optimizer_step_post_hook(_on_optimizer_step)
 
 def cacheable(coeffs: Tensor, *stacks: Optional[Tensor]) -> bool:
     """Whether a call at ``coeffs`` may use cached mixtures of ``stacks``."""
-    if coeffs.dim() != 1 or type(coeffs) is not Tensor or _OFF.get() or _is_compiling() or _tracing_state() is not None:
+    if coeffs.dim() != 1 or type(coeffs) is not Tensor or _is_compiling() or _tracing_state() is not None:
         return False  # per-sample, or fake/functional/proxy tensors: compiling, exporting
     grad = torch.is_grad_enabled()
     for s in stacks:

@@ -140,8 +140,10 @@ def prove_rows(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, gr
 
 @contextlib.contextmanager
 def _quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
-    """Dropout modules of ``owner`` off and the RNG at a fixed seed (both restored after)."""
+    """Dropout modules of ``owner`` off and the RNG at a fixed seed; in training, its buffers
+    (BatchNorm's running statistics) put back after, so the proof leaves no trace."""
     dropouts = [m for m in owner.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.training]
+    saved = [(b, b.clone()) for b in owner.buffers()] if any(m.training for m in owner.modules()) else []
     device = next((t.device for t in leaves if isinstance(t, Tensor)), torch.device("cpu"))
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     try:
@@ -155,6 +157,8 @@ def _quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
     finally:
         for m in dropouts:
             m.training = True
+        for b, copy in saved:
+            b.copy_(copy)
 
 
 def _difference(a: Any, b: Any) -> float:

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .base import coeff_scope
-from .cache import uncached
+from .cache import RowBank
 
 __all__ = ["RowsNotSeparable", "row_groups", "row_aligned", "run_by_rows"]
 
@@ -75,10 +75,12 @@ def run_by_rows(fn: Callable[..., Any], coeffs: Tensor, groups: List[Tensor], le
     b = coeffs.shape[0]
     rows = next(t.shape[0] for t, s in zip(leaves, split) if s)
     outs = []
-    for samples in groups:
+    # Under no-grad, the layers inside mix their kernels at all the rows at once (cache.RowBank).
+    bank = RowBank(coeffs.index_select(0, torch.tensor([int(g[0]) for g in groups], device=coeffs.device)))
+    for g, samples in enumerate(groups):
         index = _row_index(samples, rows // b)
         args, kwargs = tree_unflatten([_take(t, index) if s else t for t, s in zip(leaves, split)], spec)
-        with coeff_scope(coeffs[int(samples[0])]), uncached():  # each mixture serves this one call
+        with bank.at(g) as row, coeff_scope(row):
             outs.append(fn(*args, **kwargs))
     return _merge(outs, groups, b, who)
 
