@@ -154,22 +154,12 @@ def _coeffs_placeholder(graph: fx.Graph) -> fx.Node:
         return graph.placeholder(COEFFS_INPUT, default_value=None)
 
 
-def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dict[str, str], List[str]]:
-    """Patch ``graph`` (traced from ``root`` before its layers were swapped) and build it.
-
-    Returns the GraphModule, how each converted name is reached (name -> "fx", ...), and the
-    reasons a per-sample λ must split the batch (empty when it runs natively).
-    """
-    reads = _stack_reads(root)
-    how: Dict[str, str] = {}
-    split_reasons: List[str] = []
-    coeffs = _coeffs_placeholder(graph)
-
+def _rewrite_functional_calls(graph: fx.Graph, reads: Dict[str, tuple], coeffs: fx.Node, how: Dict[str, str]) -> None:
+    """2. functional conv/linear calls whose weight is a tunable tensor → the tunable functional op."""
     def stack_node(target: str, before: fx.Node) -> fx.Node:
         with graph.inserting_before(before):
             return graph.get_attr(reads[target][0])
 
-    # 2. functional calls whose weight is a tunable tensor
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in _CONV | _LINEAR:
             continue
@@ -192,16 +182,10 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
         graph.erase_node(node)
         how[_reported_name(weight.target, reads)] = "fx, functional call"
 
-    # 3. any other read of a tunable tensor
-    for node in list(graph.nodes):
-        if node.op != "get_attr" or node.target not in reads:
-            continue
-        if node.users:
-            _replace_read(graph, node, reads[node.target], coeffs, split_reasons)
-            how.setdefault(_reported_name(node.target, reads), "fx")
-        graph.erase_node(node)
 
-    # 1. tunable layers and kept-whole submodules
+def _feed_layers(graph: fx.Graph, root: nn.Module, coeffs: fx.Node, how: Dict[str, str], split_reasons: List[str]) -> None:
+    """1. tunable layers get the coefficients; kept-whole submodules (leaves) read theirs from
+    the scope, and their indexed tensors make their owners run by rows."""
     for node in graph.nodes:
         if node.op != "call_module":
             continue
@@ -221,6 +205,28 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
                         how.setdefault(f"{full}.{pname}", f"inside kept-whole {type(module).__name__}")
                         if entry[0].per_sample == "split":  # read in its owner's forward: run by rows
                             split_reasons += mark_row_owners(root, [f"{full}.{pname}"])
+
+
+def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dict[str, str], List[str]]:
+    """Patch ``graph`` (traced from ``root`` before its layers were swapped) and build it.
+
+    Returns the GraphModule, how each converted name is reached (name -> "fx", ...), and the
+    reasons a per-sample λ must split the batch (empty when it runs natively).
+    """
+    reads = _stack_reads(root)
+    how: Dict[str, str] = {}
+    split_reasons: List[str] = []
+    coeffs = _coeffs_placeholder(graph)
+    _rewrite_functional_calls(graph, reads, coeffs, how)
+    # 3. any other read of a tunable tensor
+    for node in list(graph.nodes):
+        if node.op != "get_attr" or node.target not in reads:
+            continue
+        if node.users:
+            _replace_read(graph, node, reads[node.target], coeffs, split_reasons)
+            how.setdefault(_reported_name(node.target, reads), "fx")
+        graph.erase_node(node)
+    _feed_layers(graph, root, coeffs, how, split_reasons)
     graph.lint()
     gm = fx.GraphModule(root, graph, class_name=f"Tunable{type(root).__name__}Graph")
     return gm, how, split_reasons
