@@ -1,5 +1,5 @@
 """Tunable layers: K stacked kernels mixed per call. They know nothing of training or graphs."""
-from .base import TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, split_by_rows, stack_kernels
+from .base import TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, row_groups, split_by_rows, stack_kernels
 from .cache import cached_mix, clear_kernel_cache, kernel_cache_size
 from .conv import TunableConv2d, TunableConvTranspose2d
 from .linear import TunableLinear
@@ -9,7 +9,7 @@ from .module_layer import TunableModuleLayer
 from .functional import tunable_conv2d, tunable_linear
 from .parameter import TunableParameter, broadcastable, mix_parameter
 from .operand import mix_operand, mix_operand_reshaped
-from .rows import RowsNotSeparable, row_groups, run_by_rows
+from .rows import RowsNotSeparable, run_by_rows
 from .owner_split import ROWS, row_owners, split_at_owners
 from .weight_norm import TunableWeightNormConv2d, weight_norm_of
 

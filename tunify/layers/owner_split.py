@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .base import _COEFFS, coeff_scope
+from .base import _COEFFS, coeff_scope, row_groups
 from .parameter import TunableParameter
-from .rows import RowsNotSeparable, row_aligned, row_groups, run_by_rows
+from .rows import RowsNotSeparable, row_aligned, run_by_rows
 
 __all__ = ["ROWS", "row_owners", "split_at_owners"]
 

@@ -18,22 +18,13 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from .base import coeff_scope
 from .cache import RowBank
 
-__all__ = ["RowsNotSeparable", "row_groups", "row_aligned", "run_by_rows"]
+__all__ = ["RowsNotSeparable", "row_aligned", "run_by_rows"]
 
 
 class RowsNotSeparable(RuntimeError, ValueError):
     """A per-sample λ cannot be followed here. A ValueError, so the tunified model falls back
     to running the whole model once per distinct λ row (exact) and reports the reason; a
     RuntimeError as well, which weight-like tensors raised before this class existed."""
-
-
-def row_groups(coeffs: Tensor) -> List[Tensor]:
-    """Sample indices (CPU int64) sharing each distinct row of ``coeffs`` (B, K), groups in
-    order of their first sample (so all-distinct rows give [[0], [1], ...])."""
-    _, inverse = torch.unique(coeffs, dim=0, return_inverse=True)
-    inverse = inverse.cpu()
-    groups = [(inverse == g).nonzero().squeeze(1) for g in range(int(inverse.max()) + 1)]
-    return sorted(groups, key=lambda idx: int(idx[0]))
 
 
 def row_aligned(leaves: Sequence[Any], samples: int, who: str) -> tuple:
