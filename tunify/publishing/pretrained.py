@@ -25,6 +25,7 @@ import torch
 from ..version import __version__
 from ..archs import create_model
 from ..archs.weights import state_mismatch
+from ..layers import PER_OBJECTIVE_SUFFIXES
 from ..surgery import TunableModel, TunifyConfig, tunify
 from ..files import atomic_write_text
 from .layout import CONFIG_NAME, FORMAT_VERSION, LEGACY_WEIGHTS, WEIGHTS_NAME, saved_config, sha256_file, write_recipe, write_tensors
@@ -235,7 +236,7 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
     own = tm.model.state_dict()
     k = tm.lam_space.num_kernels
     for key, t in state.items():
-        stack = key.endswith((".weights", ".biases", ".original"))
+        stack = key.endswith(PER_OBJECTIVE_SUFFIXES)  # one slice per kernel on the leading axis
         if stack and key in own and t.shape != own[key].shape and t.shape[1:] == own[key].shape[1:]:
             raise ValueError(f"{folder / WEIGHTS_NAME}: {key} holds {t.shape[0]} kernels, but {CONFIG_NAME} says "
                              f"p={config['p']} in the {config['lam_space']} space ({k} kernels): config and weights disagree")
