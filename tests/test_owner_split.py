@@ -353,3 +353,83 @@ def test_batchnorm_in_training_falls_back_and_eval_runs_by_rows():
         perturb(tm, seed=7)
         _close(tm(x, lam=LAMS[:3]), _each_alone(tm, x, LAMS[:3]))
     assert _owner_rows(tm)
+
+
+class PosBias(nn.Module):
+    """DAT's DynamicPosBias: tunable linears on a (L, 2) grid that has no batch axis."""
+
+    def __init__(self, heads: int = 2):
+        super().__init__()
+        self.fc1 = nn.Linear(2, 8)
+        self.fc2 = nn.Linear(8, heads)
+
+    def forward(self, grid):
+        return self.fc2(torch.relu(self.fc1(grid)))  # (L, heads): a bias table made by layers
+
+
+class PosAttn(WindowAttn):
+    def __init__(self):
+        super().__init__()
+        del self.table
+        self.pos = PosBias()
+        w = self.window
+        g = torch.arange(1 - w, w, dtype=torch.float32)
+        self.register_buffer("grid", torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2), persistent=False)
+
+    def forward(self, x, mask=None):
+        b_, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b_, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        bias = self.pos(self.grid)[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        attn = (q @ k.transpose(-2, -1) + bias.unsqueeze(0)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b_, n, c))
+
+
+class Reader(nn.Module):
+    """HVICIDNet's way: a (non-root) module reads its child's tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = WindowAttn()
+
+    def forward(self, y):
+        return y * self.attn.table.mean() + y
+
+
+class ReaderNet(Net):
+    def __init__(self):
+        super().__init__()
+        self.reader = Reader()
+
+    def forward(self, x):
+        y = self.block(self.head(x))
+        if y.shape[0] < 0:
+            return y
+        return self.tail(self.reader(y))
+
+
+@pytest.mark.parametrize("make, name", [(lambda: _with_attn(PosAttn()), "block.attn"), (ReaderNet, "reader")],
+                         ids=["layers-build-the-table", "parent-reads-the-table"])
+def test_owner_found_at_run_time(make, name):
+    torch.manual_seed(0)
+    tm = tunify(make().eval(), P, mode="module").eval()
+    x = torch.randn(2, 3, 4, 4)  # the grid has 9 rows: no multiple of B = 2
+    with torch.no_grad():
+        perturb(tm, seed=8)
+        out = tm(x, lam=LAMS[:2])
+        assert not tm.split_reasons and f"found at run time, where per-sample kernels could not follow: {name}" \
+            in tm.tunify_report.per_sample, (tm.split_reasons, tm.tunify_report.per_sample)
+        _close(out, _each_alone(tm, x, LAMS[:2]))
+        _close(tm(x, lam=LAMS[:2]), out, atol=1e-6)  # the next call goes straight to it
+    tm.train()
+    tm(x, lam=LAMS[:2]).square().mean().backward()
+    used = [(n, p) for n, p in tm.named_parameters() if n.endswith((".weights", ".original"))
+            and not n.startswith(("model.reader.attn.qkv", "model.reader.attn.proj"))]  # never called
+    assert len(used) >= 5
+    for n, p in used:
+        assert p.grad is not None and (p.grad.flatten(1).abs().sum(1) > 0).all(), n
+
+
+def _with_attn(attn):
+    net = Net()
+    net.block.attn = attn
+    return net

@@ -14,9 +14,13 @@ from ..lam import LamLike, LamSpace
 from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
 from .config import TunifyConfig
 from .graph import COEFFS_INPUT
+from .owner_search import executing_at_failure, next_owner
+from .owners import owners_summary
 from .report import TunifyReport
 
 __all__ = ["TunableModel", "bake", "hook_memo"]
+
+_MAX_NEW_OWNERS = 6  # modules tried at run time before the whole model splits
 
 
 def hook_memo(model: nn.Module, memo: Optional[dict] = None) -> dict:
@@ -201,23 +205,41 @@ class TunableModel(nn.Module):
     def _run_per_sample(self, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
         """Native per-sample kernels, the owners of indexed weight-like tensors run by rows
         (layers/owner_split.py); where a layer finds that its rows do not follow the batch
-        (ValueError), every later call runs each distinct λ row on the shared path instead.
-        Inputs are cloned for the try: some forwards change their input in place."""
+        (ValueError), a module around it is run by rows instead (owner_search.py, a few tries),
+        failing which every later call runs each distinct λ row on the shared path.
+        Inputs are cloned for each try: some forwards change their input in place."""
         owners = self.__dict__.get("_row_owners")
         if owners is None:  # found once; a deepcopy of the model maps them to its own modules
             owners = self.__dict__["_row_owners"] = row_owners(self.model)
         if owners and torch.compiler.is_compiling():  # patching forwards has no place in a graph
             return split_by_rows(self._run, coeffs, args, kwargs)
+        climbs = 0 if torch.compiler.is_compiling() else _MAX_NEW_OWNERS
+        for step in range(climbs + 1):
+            try:
+                out = self._run_by_owners(owners, args, kwargs, coeffs)
+                if step:  # owners found at run time (owner_search.py): say so
+                    self.tunify_report.per_sample = owners_summary(self.model, owners)
+                return out
+            except ValueError as exc:
+                error = exc
+                if step == climbs:
+                    break
+                with torch.no_grad():  # which modules were running when it failed
+                    stack = executing_at_failure(self.model, lambda: self._run_by_owners(owners, args, kwargs, coeffs))
+                found = next_owner(self.model, owners, stack)
+                if found is None:
+                    break
+                owners.append(found)
+        reason = f"per-sample kernels cannot follow the batch here ({str(error).splitlines()[0][:160]})"
+        self.split_reasons.append(reason)
+        self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
+        return split_by_rows(self._run, coeffs, args, kwargs)
+
+    def _run_by_owners(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
         clone = lambda a: a.clone() if isinstance(a, Tensor) else a  # noqa: E731
         by_rows = split_at_owners(owners, self.__dict__.setdefault("_row_proofs", {})) if owners else contextlib.nullcontext()
-        try:
-            with by_rows:
-                return self._run(*tree_map(clone, args), coeffs=coeffs, **tree_map(clone, kwargs))
-        except ValueError as exc:
-            reason = f"per-sample kernels cannot follow the batch here ({str(exc).splitlines()[0][:160]})"
-            self.split_reasons.append(reason)
-            self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
-            return split_by_rows(self._run, coeffs, args, kwargs)
+        with by_rows:
+            return self._run(*tree_map(clone, args), coeffs=coeffs, **tree_map(clone, kwargs))
 
     def _graph_takes(self, args: tuple, kwargs: dict) -> bool:
         """Whether the traced graph can run this call: it fixed every argument with a default

@@ -8,7 +8,7 @@ root by rows is that split), and so does any read the traced graph makes itself.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 from torch.nn.utils.parametrize import type_before_parametrizations
@@ -34,17 +34,26 @@ def mark_row_owners(root: nn.Module, names: Sequence[str]) -> List[str]:
     return reasons
 
 
-def owners_summary(root: nn.Module) -> str:
-    """The report's per-sample line when owners run by rows ('' when there are none)."""
-    owners = row_owners(root)
+def owners_summary(root: nn.Module, owners: Optional[Sequence[Tuple[str, nn.Module]]] = None) -> str:
+    """The report's per-sample line when owners run by rows ('' when there are none).
+    ``owners``: all of them, those found at run time included (default: the marked ones)."""
+    owners = row_owners(root) if owners is None else list(owners)
     if not owners:
         return ""
     kinds: Dict[str, set] = {}
-    for _, module in owners:
-        for pname, entry in module.parametrizations.items():
-            if entry and isinstance(entry[0], TunableParameter) and entry[0].per_sample == ROWS:
-                kinds.setdefault(type_before_parametrizations(module).__name__, set()).add(f"{pname} {entry[0].shape}")
+    found = []
+    for name, module in owners:
+        kind = type_before_parametrizations(module).__name__
+        tensors = [f"{p} {e[0].shape}" for p, e in getattr(module, "parametrizations", {}).items()
+                   if e and isinstance(e[0], TunableParameter) and e[0].per_sample == ROWS]
+        if tensors:
+            kinds.setdefault(kind, set()).update(tensors)
+        else:
+            found.append(f"{name} ({kind})")
     counts = {k: sum(type_before_parametrizations(m).__name__ == k for _, m in owners) for k in kinds}
     shown = "; ".join(f"{counts[k]} x {k} ({', '.join(sorted(v)[:3])})" for k, v in kinds.items())
+    if found:
+        shown += ("; " if shown else "") + f"found at run time, where per-sample kernels could not follow: {', '.join(found[:3])}" \
+            + (f" +{len(found) - 3} more" if len(found) > 3 else "")
     return (f"native, except the modules owning indexed or reshaped weight-like tensors, each run once per "
             f"distinct λ row on its own rows of the batch ({shown}); proved exact on the first per-sample call")
