@@ -35,7 +35,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .base import mix as _mix
 
-__all__ = ["KernelMemo", "RowBank", "cached_mix", "clear_kernel_cache", "kernel_cache_size"]
+__all__ = ["KernelMemo", "RowBank", "cached_mix", "clear_kernel_cache", "kernel_cache_size", "memo_off"]
 
 _PLAIN_TYPES = (Tensor, nn.Parameter)
 _GEN = [0]  # bumped by clear_kernel_cache: every memo of an older generation misses
@@ -53,6 +53,19 @@ _is_compiling = torch.compiler.is_compiling
 # so its kernels are mixed at every row in one go and each row's call takes its slice. The
 # memos (one λ each) would only thrash there: a miss costs ~3x a plain mix, mostly bookkeeping.
 _BANK: ContextVar[Optional["RowBank"]] = ContextVar("tunify_row_bank", default=None)
+
+
+_MEMO_OFF: ContextVar[bool] = ContextVar("tunify_memo_off", default=False)
+
+
+@contextlib.contextmanager
+def memo_off() -> Iterator[None]:
+    """No memo is read or written inside (vmap_rows.py: batched coefficients)."""
+    token = _MEMO_OFF.set(True)
+    try:
+        yield
+    finally:
+        _MEMO_OFF.reset(token)
 
 
 class RowBank:
@@ -190,7 +203,7 @@ register_optimizer_step_post_hook(_on_optimizer_step)
 
 def cacheable(coeffs: Tensor, *stacks: Optional[Tensor]) -> bool:
     """Whether a call at ``coeffs`` may use cached mixtures of ``stacks``."""
-    if coeffs.dim() != 1 or type(coeffs) is not Tensor or _is_compiling() or _tracing_state() is not None:
+    if coeffs.dim() != 1 or type(coeffs) is not Tensor or _MEMO_OFF.get() or _is_compiling() or _tracing_state() is not None:
         return False  # per-sample, or fake/functional/proxy tensors: compiling, exporting
     grad = torch.is_grad_enabled()
     for s in stacks:

@@ -34,6 +34,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from .base import _COEFFS, coeff_scope, row_groups
 from .parameter import TunableParameter
 from .rows import RowsNotSeparable, row_aligned, run_by_rows
+from .vmap_rows import run_vmapped
 
 __all__ = ["ROWS", "row_owners", "split_at_owners"]
 
@@ -107,9 +108,36 @@ def _by_rows(who: str, owner: nn.Module, forward: Callable[..., Any], proofs: Di
             proofs[key] = prove_rows(forward, owner, coeffs, groups, leaves, spec, split, who)
         if proofs[key]:
             raise RowsNotSeparable(proofs[key])
+        fast = ("vmap",) + key
+        if fast not in proofs:
+            proofs[fast] = prove_vmap(forward, owner, coeffs, groups, leaves, spec, split, who)
+        if proofs[fast] == "":
+            return run_vmapped(forward, coeffs, leaves, spec, split)
         return run_by_rows(forward, coeffs, groups, leaves, spec, split, who)
 
     return run
+
+
+@torch.no_grad()
+def prove_vmap(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor], leaves: list,
+               spec: Any, split: tuple, who: str) -> str:
+    """'' when ``forward`` under vmap (vmap_rows.py) equals it run by rows, already proved
+    exact, at these per-sample coefficients on these inputs; else why by rows stays."""
+    copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
+    with _quiet(owner, leaves):
+        rows = run_by_rows(forward, coeffs, groups, copies(), spec, split, who)
+    try:
+        with _quiet(owner, leaves):
+            vmapped = run_vmapped(forward, coeffs, copies(), spec, split)
+    except Exception as exc:  # noqa: BLE001 - a forward vmap cannot run: by rows it is
+        return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
+    err = _difference(vmapped, rows)
+    return "" if err <= _tolerance(leaves) else f"differs from by rows by {err:.1e}"
+
+
+def _tolerance(leaves: list) -> float:
+    dtype = next((t.dtype for t in leaves if isinstance(t, Tensor) and t.is_floating_point()), torch.float32)
+    return 1e-4 if torch.finfo(dtype).bits >= 32 else 1e-2
 
 
 @torch.no_grad()
@@ -131,8 +159,7 @@ def prove_rows(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, gr
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         return f"{who} cannot run on part of its rows ({type(exc).__name__}: {text})"
     err = _difference(parts, whole)
-    dtype = next((t.dtype for t in leaves if isinstance(t, Tensor) and t.is_floating_point()), torch.float32)
-    if err <= (1e-4 if torch.finfo(dtype).bits >= 32 else 1e-2):
+    if err <= _tolerance(leaves):
         return ""
     return (f"{who} does not treat the rows of its input independently: run on each λ row's rows it differs "
             f"from one run on all rows by {err:.1e} of the output's scale at one shared λ")
