@@ -9,6 +9,9 @@ keeps native per-sample kernels.
 
 For the duration of one per-sample call the owner's ``forward`` is an instance attribute that
 does this, removed afterwards (the type, the state dict, deepcopy and ``bake`` never see it).
+Once by-rows is proved, the owner is also tried under ``torch.func.vmap`` over samples
+(vmap_rows.py: one run for the whole batch, each sample at its own λ) and runs that way where
+it equals by-rows at the call's per-sample λ.
 
 That is exact only when the owner treats the rows of its input independently and only
 row-aligned arguments are split (a (nW, N, N) mask goes whole since its leading axis is not

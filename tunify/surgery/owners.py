@@ -55,5 +55,6 @@ def owners_summary(root: nn.Module, owners: Optional[Sequence[Tuple[str, nn.Modu
     if found:
         shown += ("; " if shown else "") + f"found at run time, where per-sample kernels could not follow: {', '.join(found[:3])}" \
             + (f" +{len(found) - 3} more" if len(found) > 3 else "")
-    return (f"native, except the modules owning indexed or reshaped weight-like tensors, each run once per "
-            f"distinct λ row on its own rows of the batch ({shown}); proved exact on the first per-sample call")
+    return (f"native, except the modules owning indexed or reshaped weight-like tensors, each run on its own "
+            f"rows of the batch at each sample's λ, vmapped over samples or once per distinct λ row ({shown}); "
+            f"proved exact on the first per-sample call")
