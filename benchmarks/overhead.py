@@ -103,9 +103,13 @@ def inference(name: str, make, size: int, rounds: int) -> list:
             "plain": lambda: model(x), "per_sample": lambda: tm(x, lam=lam_rows(x.shape[0])),
             "naive": lambda: _anchor(naive, lambda: lam_rows(x.shape[0]))(x),
             "condconv": lambda: _anchor(cond, lambda: lam_rows(x.shape[0]))(x),
+            # the whole model once per λ row: what models with indexed tables did before their
+            # owners ran by rows (and what any split model still does)
+            "whole": lambda: tm(x, lam=lam_rows(x.shape[0]), group_by_lam=True),
         }, rounds)
+        owners = tm.tunify_report.per_sample.startswith("native, except")
         rows.append({"model": name, "B": b, "size": size, "lam": "per-sample",
-                     "path": "split by λ row" if tm.split_reasons else "native", **r})
+                     "path": "split by λ row" if tm.split_reasons else "owner rows" if owners else "native", **r})
     return rows
 
 
@@ -240,11 +244,13 @@ def report(res: dict) -> str:
     """Markdown tables of a results dict (what README's overhead section shows)."""
     out = [f"torch {res['torch']}, {res['threads']} CPU threads, no GPU lent (CPU only)", ""]
     if res.get("inference"):
-        out += ["| model | B | size | plain s | tunify | baked | naive re-mix | CondConv2d | per-sample path |", "|---|---|---|---|---|---|---|---|---|"]
+        out += ["| model | B | size | plain s | tunify | baked | naive re-mix | CondConv2d | per-sample path | whole-model split |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["inference"]:
             key = "shared" if r["lam"] == "shared" else "per_sample"
             out.append(f"| {r['model']} | {r['B']} ({r['lam']}) | {r['size']} | {r['seconds']:.4f} | {_x(r[key])} | "
-                       f"{_x(r['baked']) if 'baked' in r else '–'} | {_x(r['naive'])} | {_x(r['condconv'])} | {r.get('path', '–')} |")
+                       f"{_x(r['baked']) if 'baked' in r else '–'} | {_x(r['naive'])} | {_x(r['condconv'])} | {r.get('path', '–')} | "
+                       f"{_x(r['whole']) if 'whole' in r else '–'} |")
         out.append("")
     if res.get("training"):
         out += ["| model | B | size | plain step s | tunify per-sample | floor (optimizer over p× params) | CondConv2d | AdamW alone: plain s, tunify s |", "|---|---|---|---|---|---|---|---|"]

@@ -1,7 +1,9 @@
 """Per-sample λ cost on every spandrel architecture (tests/spandrel_zoo.py's tiny builds).
 
-For each: path (fx/module), per-sample mode (native or split rows, with why), what was skipped,
-and the median time of a per-sample call (B distinct λ rows) over a shared-λ call, interleaved
+For each: path (fx/module), per-sample mode (native; owner rows: only the modules owning an
+indexed weight-like tensor run on their own rows, vmapped or once per λ row; split rows: the
+whole model once per λ row, with why), what was skipped, and the median time of a per-sample call (B distinct λ rows) over a shared-λ call, next to that of
+the whole model run once per λ row (``group_by_lam=True``: what every split model did before), interleaved
 call by call so that machine load hits both alike. Prints a Markdown table.
 
     .venv/bin/python benchmarks/spandrel_per_sample.py [--batch 4] [--repeats 5] [--only SPAN,FBCNN]
@@ -41,16 +43,22 @@ def measure(entry, batch: int, repeats: int) -> dict:
     # a fresh λ on every call: neither form may reuse kernels mixed for the call before
     shared = lambda k: tm(*[a.clone() for a in args], lam=[0.3 + 0.01 * k, 0.7 - 0.01 * k])  # noqa: E731
     per_sample = lambda k: tm(*[a.clone() for a in args], lam=(rows + 0.01 * k) / (1 + 0.02 * k))  # noqa: E731
-    shared(0), per_sample(0)  # warm-up (and any fallback decided on the first call)
-    ts, tp = [], []
+    # what every split model did before owners ran by rows: the whole model once per λ row
+    whole = lambda k: tm(*[a.clone() for a in args], lam=(rows + 0.01 * k) / (1 + 0.02 * k), group_by_lam=True)  # noqa: E731
+    shared(0), per_sample(0), whole(0)  # warm-up (and any fallback decided on the first call)
+    ts, tp, tw = [], [], []
     for k in range(1, repeats + 1):
         ts.append(_time(lambda: shared(k)))
         tp.append(_time(lambda: per_sample(k)))
+        tw.append(_time(lambda: whole(k)))
     r = tm.tunify_report
     skipped = sorted({s.reason.split(":")[0].split(";")[0][:60] for s in r.skipped})
-    return {"arch": entry.arch, "path": r.path, "per_sample": "native" if r.per_sample == "native" else "split rows",
-            "why": "" if r.per_sample == "native" else r.per_sample.split("(", 1)[-1][:90],
+    mode = "native" if r.per_sample == "native" else "owner rows" if r.per_sample.startswith("native, except") \
+        else "split rows"
+    return {"arch": entry.arch, "path": r.path, "per_sample": mode,
+            "why": "" if mode == "native" else r.per_sample.split("(", 1)[-1][:90],
             "ratio": statistics.median(tp) / statistics.median(ts), "batch": n,
+            "whole": statistics.median(tw) / statistics.median(ts),
             "shared_ms": 1000 * statistics.median(ts), "skipped": f"{len(r.skipped)}: {'; '.join(skipped)}" if skipped else "0"}
 
 
@@ -63,18 +71,19 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     only = set(filter(None, args.only.split(",")))
-    print("| arch | path | per-sample | B | shared ms | per-sample / shared | skipped | why split |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)\n")
+    print("| arch | path | per-sample | B | shared ms | per-sample / shared | whole-model split / shared | skipped | why split |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for entry in SPANDREL_ZOO:
         if (only and entry.arch not in only) or (entry.slow and not only):
             continue
         try:
             m = measure(entry, args.batch, args.repeats)
         except Exception as exc:  # a row per arch, whatever happens
-            print(f"| {entry.arch} | error: {type(exc).__name__}: {str(exc)[:80]} |||||||", flush=True)
+            print(f"| {entry.arch} | error: {type(exc).__name__}: {str(exc)[:80]} ||||||||", flush=True)
             continue
         print(f"| {m['arch']} | {m['path']} | {m['per_sample']} | {m['batch']} | {m['shared_ms']:.1f} | "
-              f"{m['ratio']:.2f}x | {m['skipped']} | {m['why']} |", flush=True)
+              f"{m['ratio']:.2f}x | {m['whole']:.2f}x | {m['skipped']} | {m['why']} |", flush=True)
 
 
 if __name__ == "__main__":
