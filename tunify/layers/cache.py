@@ -35,7 +35,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .base import mix as _mix
 
-__all__ = ["KernelMemo", "RowBank", "cached_mix", "clear_kernel_cache", "kernel_cache_size", "memo_off"]
+__all__ = ["KernelMemo", "RowBank", "cached_mix", "clear_kernel_cache", "kernel_cache_size", "memo_off",
+           "canonical_coeffs", "cache_generation", "cacheable"]
 
 _PLAIN_TYPES = (Tensor, nn.Parameter)
 _GEN = [0]  # bumped by clear_kernel_cache: every memo of an older generation misses
@@ -244,3 +245,15 @@ def cached_mix(stack: Tensor, coeffs: Tensor, fn: Callable[[Tensor, Tensor], Ten
         memo = _BY_STACK[key] = KernelMemo()
         weakref.finalize(stack, _BY_STACK.pop, key, None)
     return memo.get((stack,), coeffs, fn)[0]
+
+
+def canonical_coeffs(coeffs: Tensor) -> Tensor:
+    """The canonical copy of shared coefficients (K,): the same object for every equal λ, so a
+    cache keyed on it (the model's fast graph, surgery/fast.py) compares by identity."""
+    return _canonical(coeffs)
+
+
+def cache_generation() -> int:
+    """Bumped by everything that can change a tensor behind its version counter's back
+    (``.to()``, ``load_state_dict``, an optimizer step, :func:`clear_kernel_cache`)."""
+    return _GEN[0]

@@ -23,7 +23,7 @@ from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, broadc
                       mix_operand_reshaped, mix_parameter, mixed_weight, tunable_conv2d, tunable_linear)
 from .owners import mark_row_owners
 
-__all__ = ["COEFFS_INPUT", "rewrite_graph"]
+__all__ = ["COEFFS_INPUT", "rewrite_graph", "resync_attrs"]
 
 COEFFS_INPUT = "tunify_coeffs"
 _CONV = {F.conv2d, torch.conv2d}
@@ -230,3 +230,25 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
     graph.lint()
     gm = fx.GraphModule(root, graph, class_name=f"Tunable{type(root).__name__}Graph")
     return gm, how, split_reasons
+
+
+def resync_attrs(gm: fx.GraphModule, root: nn.Module) -> None:
+    """Point the graph's attribute reads (``get_attr``: stacks, buffers, parameters read in the
+    forward) at ``root``'s current tensors. A GraphModule holds its own references to them, so
+    after ``load_state_dict(..., assign=True)`` replaced them in ``root`` it would read the old ones."""
+    for node in gm.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        *path, field = node.target.split(".")
+        src, dst = root, gm
+        for item in path:
+            src, dst = getattr(src, item), getattr(dst, item)
+        if src is dst:
+            continue  # a module the graph shares with root: it reads the current tensor already
+        new = getattr(src, field)
+        if isinstance(new, nn.Parameter):
+            dst._parameters[field] = new
+        elif isinstance(new, torch.Tensor):
+            dst._buffers[field] = new
+        else:
+            setattr(dst, field, new)

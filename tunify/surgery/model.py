@@ -13,12 +13,15 @@ from torch.utils._pytree import tree_map
 from ..lam import LamLike, LamSpace
 from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
 from .config import TunifyConfig
-from .graph import COEFFS_INPUT
+from .fast import FastShared, fast_eligible
+from .graph import COEFFS_INPUT, resync_attrs
 from .owner_search import executing_at_failure, next_owner
 from .owners import owners_summary
 from .report import TunifyReport
 
 __all__ = ["TunableModel", "bake", "hook_memo"]
+
+_MISS = object()  # the fast graph declined this call
 
 _MAX_NEW_OWNERS = 6  # modules tried at run time before the whole model splits
 
@@ -43,8 +46,20 @@ def _first_batch(args: tuple, kwargs: dict) -> Optional[int]:
     return None
 
 
-def _forget_ref(module: nn.Module, incompatible_keys: Any) -> None:
-    module.__dict__.pop("_ref_param", None)
+class _AfterLoad:
+    """A load_state_dict post hook of the model and of its network: an ``assign=True`` load brings
+    new tensor objects, which the traced graph's attribute reads and the fast graph must follow.
+    An object holding the model, not a closure, so a deep copy's hooks hold the copy."""
+
+    def __init__(self, tm: "TunableModel") -> None:
+        self.tm = tm
+
+    def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
+        tm = self.tm
+        tm.__dict__.pop("_ref_param", None)
+        tm.__dict__.pop("_fast", None)
+        if tm._graph is not None:
+            resync_attrs(tm._graph, tm.model)
 
 
 def _memo_key(lam: Any, batch: Optional[int], ref: Tensor) -> Optional[tuple]:
@@ -99,10 +114,13 @@ class TunableModel(nn.Module):
         # The traced graph shares every module with self.model; kept unregistered so the
         # state_dict, .parameters() and .to() see each tensor once.
         object.__setattr__(self, "_graph", graph)
-        self.register_load_state_dict_post_hook(_forget_ref)  # assign=True loads bring new Parameter objects
+        # assign=True loads bring new tensor objects: through tm or through tm.model alike
+        self.register_load_state_dict_post_hook(_AfterLoad(self))
+        model.register_load_state_dict_post_hook(_AfterLoad(self))
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .half(), .cuda(): the graph's own constants too
         self.__dict__.pop("_ref_param", None)
+        self.__dict__.pop("_fast", None)  # rebuilt on the converted tensors
         super()._apply(fn, recurse)
         if self._graph is not None:
             self._graph._apply(fn, recurse)  # shared tensors were already converted: a no-op for them
@@ -129,7 +147,10 @@ class TunableModel(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name in ("model", "_graph") or "model" not in self._modules:
+            # Dunder lookups (__deepcopy__, __getstate__, ...) are the model's own protocol: a
+            # parametrized network's __deepcopy__ found here would make copy.deepcopy(tm) return
+            # a copy of the network instead of the tunable model.
+            if name in ("model", "_graph") or "model" not in self._modules or name.startswith("__"):
                 raise
             return getattr(self._modules["model"], name)
 
@@ -252,8 +273,30 @@ class TunableModel(nn.Module):
     def _run(self, *args: Any, coeffs: Tensor, **kwargs: Any) -> Any:
         with coeff_scope(coeffs):
             if self._graph_takes(args, kwargs):
+                if fast_eligible(coeffs):
+                    out = self._run_fast(args, kwargs, coeffs)
+                    if out is not _MISS:
+                        return out
                 return self._graph(*args, **kwargs, **{COEFFS_INPUT: coeffs})
             return self.model(*args, **kwargs)
+
+    def _run_fast(self, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
+        """The traced graph with plain convs and linears at a shared λ (fast.py), built on the
+        second such call; ``_MISS`` when this call must run the layers themselves."""
+        fast = self.__dict__.get("_fast")
+        if fast is None:
+            seen = self.__dict__["_fast_seen"] = self.__dict__.get("_fast_seen", 0) + 1
+            if seen < 2:  # a model called once per λ never pays for building it
+                return _MISS
+            try:
+                fast = FastShared(self._graph)
+            except Exception:  # an optimisation only: a graph it cannot copy runs as it is
+                fast = False
+            self.__dict__["_fast"] = fast = fast if fast and fast.layers else False
+        if fast is False:
+            return _MISS
+        out = fast.run(args, kwargs, coeffs, COEFFS_INPUT)
+        return _MISS if out is None else out
 
     def bake(self, lam: LamLike) -> nn.Module:
         """See :func:`bake`."""
