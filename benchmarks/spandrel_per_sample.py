@@ -2,9 +2,10 @@
 
 For each: path (fx/module), per-sample mode (native; owner rows: only the modules owning an
 indexed weight-like tensor run on their own rows, vmapped or once per λ row; split rows: the
-whole model once per λ row, with why), what was skipped, and the median time of a per-sample call (B distinct λ rows) over a shared-λ call, next to that of
-the whole model run once per λ row (``group_by_lam=True``: what every split model did before), interleaved
-call by call so that machine load hits both alike. Prints a Markdown table.
+whole model once per λ row, with why), what was skipped, and the median time of a per-sample
+call (B distinct λ rows) over a shared-λ call, next to that of the whole model run once per λ
+row (``group_by_lam=True``: what every split model did before), interleaved call by call so
+that machine load hits all alike. Prints a Markdown table.
 
     .venv/bin/python benchmarks/spandrel_per_sample.py [--batch 4] [--repeats 5] [--only SPAN,FBCNN]
 """

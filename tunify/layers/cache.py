@@ -33,8 +33,6 @@ import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from .base import mix as _mix
-
 __all__ = ["KernelMemo", "RowBank", "cached_mix", "clear_kernel_cache", "kernel_cache_size", "memo_off",
            "canonical_coeffs", "cache_generation", "cacheable"]
 
@@ -89,7 +87,9 @@ class RowBank:
             _BANK.reset(token)
             self.current = None
 
-    def get(self, stacks: Sequence[Optional[Tensor]], coeffs: Tensor) -> Optional[Tuple]:
+    def get(self, stacks: Sequence[Optional[Tensor]], coeffs: Tensor, fn: Callable[..., Any]) -> Optional[Tuple]:
+        """``fn(stack, rows)[g]`` per stack: ``fn`` must take coefficient rows (G, K), as ``mix``
+        (every memo's function) does."""
         if coeffs is not self.current:  # explicit coefficients of some other λ: not ours
             return None
         out = []
@@ -99,7 +99,7 @@ class RowBank:
                 continue
             hit = self.mixed.get(id(s))
             if hit is None or hit[0] is not s or hit[1] != s._version:
-                hit = self.mixed[id(s)] = (s, s._version, _mix(s, self.rows))
+                hit = self.mixed[id(s)] = (s, s._version, fn(s, self.rows))
             out.append(hit[2][self.g])
         return tuple(out)
 _tracing_state = torch._C._get_tracing_state
@@ -132,11 +132,12 @@ class KernelMemo:
 
         stacks: tensors (K, *S) or None; coeffs (K,). ``joint``: ``fn(stacks, coeffs)`` makes
         all the values at once (a low-rank layer folds W_0 and its factors into one kernel);
-        the validity checks are the same, over every input tensor.
+        the validity checks are the same, over every input tensor. Inside a by-rows run
+        (RowBank) ``fn`` also gets all the rows (G, K) at once, as ``mix`` takes them.
         """
         bank = _BANK.get()
-        if bank is not None and fn is _mix and not joint:
-            values = bank.get(stacks, coeffs)
+        if bank is not None and not joint:
+            values = bank.get(stacks, coeffs, fn)
             if values is not None:
                 return values
         canon = _canonical(coeffs)
