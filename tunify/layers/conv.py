@@ -26,7 +26,9 @@ def _ones(stride) -> bool:
 
 # Below this many input pixels a per-sample kernel costs more to build (B copies of the
 # weight, and their gradients) than to skip: run all K kernels as one wider convolution and
-# mix the K outputs per sample instead. Measured crossover on CPUs: 16-64 pixels.
+# mix the K outputs per sample instead. Measured crossover on CPUs: 16-64 pixels. Dense convs
+# only: a grouped conv (NAFNet's depthwise ones) made K times wider runs mkldnn's slow path,
+# 1.4-14x a plain step at 2x2-8x8 (fwd+bwd, B=8), where the B·groups grouped form costs 0.95-1.5x.
 FEW_PIXELS = 32
 
 
@@ -43,7 +45,7 @@ def conv2d_per_sample(
     """
     b, c, h, w = x.shape
     k, out = weights.shape[:2]
-    if h * w <= FEW_PIXELS:
+    if h * w <= FEW_PIXELS and groups == 1:
         rest = weights.shape[2:]
         # Interleave so that each group's K·out/g output channels stay contiguous.
         wide = weights.reshape(k, groups, out // groups, *rest).transpose(0, 1).reshape(-1, *rest)
