@@ -445,3 +445,41 @@ def _with_attn(attn):
     net = Net()
     net.block.attn = attn
     return net
+
+
+class Temp(nn.Module):
+    """FDAT's channel attention, traced: scores (B, heads, d, d) * temp (heads, 1, 1), a tensor
+    with no leading 1 that broadcasting right-aligns; ``same_dims`` multiplies it into a
+    (heads·B, d, d) view instead, where no axis of it can carry the sample."""
+
+    def __init__(self, same_dims: bool = False):
+        super().__init__()
+        self.qkv = nn.Conv2d(4, 12, 1)
+        self.temp = nn.Parameter(torch.linspace(0.5, 1.5, 2).reshape(2, 1, 1))
+        self.same_dims = same_dims
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, 3, 2, c // 2, h * w).unbind(1)
+        scores = q @ k.transpose(-2, -1)                      # (B, heads, d, d)
+        if self.same_dims:
+            scores = (scores.reshape(-1, c // 2, c // 2) * self.temp).reshape(b, 2, c // 2, c // 2)
+        else:
+            scores = scores * self.temp
+        return (scores.softmax(-1) @ v).reshape(b, c, h, w)
+
+
+def test_tensor_without_a_leading_one_goes_per_sample_in_the_graph():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 3, 3)
+    tm = tunify(Temp().eval(), P).eval()
+    assert tm.tunify_report.path == "fx" and tm.tunify_report.per_sample == "native", tm.tunify_report.per_sample
+    with torch.no_grad():
+        perturb(tm, seed=9)
+        _close(tm(x, lam=LAMS[:3]), _each_alone(tm, x, LAMS[:3]))
+    assert not tm.split_reasons
+    tm2 = tunify(Temp(same_dims=True).eval(), P).eval()
+    with torch.no_grad():
+        perturb(tm2, seed=9)
+        _close(tm2(x, lam=LAMS[:3]), _each_alone(tm2, x, LAMS[:3]))
+    assert tm2.split_reasons and "leaves it no axis to meet the batch" in tm2.split_reasons[-1], tm2.split_reasons

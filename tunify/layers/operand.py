@@ -6,6 +6,8 @@ activation's batch axis, i.e. when both have the same number of dimensions. A ``
 temperature multiplied into ``(B, heads, N, N)`` attention lines its 1 up with the heads axis;
 there the per-sample value must be ``(B, 1, 1, 1)``. :func:`mix_operand` looks at the other
 operand at run time and shapes the mixture so that broadcasting gives each sample its own.
+A tensor without a leading 1 (FDAT's ``scores * temp`` with temp (heads, 1, 1)) is right-aligned
+by broadcasting, so when the other operand has more dimensions its sample axis goes in front.
 """
 from __future__ import annotations
 
@@ -14,25 +16,31 @@ from typing import Any, Sequence
 from torch import Tensor
 
 from .base import expand_rows, mix
+from .cache import cached_mix
 from .parameter import mix_parameter
 
 __all__ = ["mix_operand", "mix_operand_reshaped"]
 
 
 def mix_operand(stack: Tensor, coeffs: Tensor, other: Any) -> Tensor:
-    """stack (K, 1, *S'), coeffs (K,) or (N, K), other: the op's other operand.
+    """stack (K, 1, *S') or (K, *S), coeffs (K,) or (N, K), other: the op's other operand.
 
-    Shared coeffs → (1, *S'). Per sample, other (N·k, ...) with D ≥ 1 + len(S') dims →
+    Shared coeffs → (1, *S') or (*S). Per sample, other (N·k, ...) with D ≥ 1 + len(S') dims →
     (N·k, 1, ..., 1, *S') with D dims, so that sample n meets its own mixture (rows folded per
-    sample, as window attention folds windows, repeat each sample's row).
+    sample, as window attention folds windows, repeat each sample's row); a tensor without a
+    leading 1 needs D > len(S) and gets its sample axis in front: (N·k, 1, ..., 1, *S).
     """
     if coeffs.dim() == 1:
-        return mix_parameter(stack, coeffs, "broadcast")
+        return cached_mix(stack, coeffs, mix)
     shape = tuple(stack.shape[1:])
-    if not isinstance(other, Tensor) or other.dim() < len(shape):
+    if (not shape or shape[0] != 1) and isinstance(other, Tensor) and other.dim() > len(shape):
+        # No leading 1 of its own (FDAT's (heads, 1, 1) temperature times (B, heads, N, N)
+        # scores): broadcasting right-aligns it, so the sample axis goes in front of it.
+        return _per_sample(stack, coeffs, (1, *shape), other)
+    if not shape or shape[0] != 1 or not isinstance(other, Tensor) or other.dim() < len(shape):
         raise ValueError(
             f"a per-sample λ cannot give each sample its own copy of a weight-like tensor of shape "
-            f"{shape} here: the other operand has fewer dimensions, so no axis of it is the batch. "
+            f"{shape} here: the other operand leaves it no axis to meet the batch. "
             "Pass one λ shared by the batch, or exclude this tensor from `targets`."
         )
     return _per_sample(stack, coeffs, shape, other)

@@ -19,7 +19,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, broadcastable, mix_operand,
+from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, mix_operand,
                       mix_operand_reshaped, mix_parameter, mixed_weight, tunable_conv2d, tunable_linear)
 from .owners import mark_row_owners
 
@@ -109,9 +109,10 @@ def _replace_read(graph: fx.Graph, node: fx.Node, read: Tuple[str, str, tuple], 
                   split_reasons: List[str]) -> None:
     """Put the mixture in place of one read of a tunable tensor.
 
-    A (1, *S') tensor met by binary elementwise ops gets a per-sample mixture shaped against
-    the other operand at run time (``mix_operand``); any other use takes the mixture whole,
-    which a per-sample λ must split by rows for.
+    A tensor met by binary elementwise ops gets a per-sample mixture shaped against the other
+    operand at run time (``mix_operand``: behind a leading 1 of its own, or in front of it when
+    the other operand has more dimensions); any other use takes the mixture whole, which a
+    per-sample λ must split by rows for.
     """
     stack_path, mode, shape = read
     with graph.inserting_after(node):
@@ -123,7 +124,9 @@ def _replace_read(graph: fx.Graph, node: fx.Node, read: Tuple[str, str, tuple], 
         split_reasons.append(f"{node.target} is read whole in the forward")
         return
     users = list(node.users)
-    direct = [_other_operand(u, node) if broadcastable(shape) else None for u in users]
+    # Any tensor met by one binary elementwise op can go per sample (mix_operand checks the
+    # other operand's dimensions when the model runs); a scalar-shaped read (shape ()) too.
+    direct = [_other_operand(u, node) for u in users]
     reshaped = [None if d is not None else _reshaped_uses(u, node, tuple(shape)) for u, d in zip(users, direct)]
     if mode != "split" and all(d is not None or r is not None for d, r in zip(direct, reshaped)):
         for user, other, via in zip(users, direct, reshaped):
