@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .base import TunableLayer, current_coeffs, expand_rows, mix, split_by_rows, stack_kernels
 from .cache import KernelMemo, cacheable
+from .rows import RowsNotSeparable
 
 __all__ = ["TunableModuleLayer"]
 
@@ -54,8 +55,8 @@ class TunableModuleLayer(TunableLayer):
 
     def _mixed_read(self, stack: Tensor, what: str) -> Tensor:
         coeffs = current_coeffs(f"reading {type(self).__name__}.{what}")
-        if coeffs.dim() != 1:
-            raise RuntimeError(
+        if coeffs.dim() != 1:  # a ValueError too: the model then runs the reading module by rows
+            raise RowsNotSeparable(
                 f"code read `.{what}` of a tunable layer while λ is per sample; a single "
                 f"{what} tensor cannot hold one kernel per sample. Exclude the layer that owns "
                 "this read from `targets`, or call with one λ shared by the batch."
