@@ -483,3 +483,38 @@ def test_tensor_without_a_leading_one_goes_per_sample_in_the_graph():
         perturb(tm2, seed=9)
         _close(tm2(x, lam=LAMS[:3]), _each_alone(tm2, x, LAMS[:3]))
     assert tm2.split_reasons and "leaves it no axis to meet the batch" in tm2.split_reasons[-1], tm2.split_reasons
+
+
+class WeightReader(nn.Module):
+    """Calls F.conv2d with its conv's .weight: one tensor read while λ is per sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, y):
+        return F.conv2d(y, self.conv.weight, self.conv.bias, padding=1)
+
+
+class ReadsWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 3, 1)
+        self.reader = WeightReader()
+
+    def forward(self, x):
+        y = self.head(x)
+        if y.shape[0] < 0:
+            return y  # untraceable: the module path, where the read happens in the reader's forward
+        return self.reader(y)
+
+
+def test_layer_weight_read_makes_the_reader_an_owner():
+    torch.manual_seed(0)
+    tm = tunify(ReadsWeight().eval(), P).eval()
+    x = torch.randn(3, 3, 5, 5)
+    with torch.no_grad():
+        perturb(tm, seed=10)
+        _close(tm(x, lam=LAMS[:3]), _each_alone(tm, x, LAMS[:3]))
+    assert not tm.split_reasons and "found at run time, where per-sample kernels could not follow: reader" \
+        in tm.tunify_report.per_sample, (tm.split_reasons, tm.tunify_report.per_sample)
