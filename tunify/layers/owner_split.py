@@ -74,8 +74,9 @@ def _groups(coeffs: Tensor) -> List[Tensor]:
 
 @contextlib.contextmanager
 def split_at_owners(owners: Sequence[Tuple[str, nn.Module]], proofs: Dict[tuple, str]) -> Iterator[None]:
-    """While inside, each owner called under a per-sample coefficient scope (B, K) runs once per
-    distinct row on its own rows; ``proofs`` (kept by the caller) remembers what was proved."""
+    """While inside, each owner called under a per-sample coefficient scope (B, K) runs on its
+    own rows at each sample's λ (vmapped, or once per distinct row); ``proofs`` (kept by the
+    caller) remembers what was proved for each kind of call."""
     with _LOCK:
         for who, owner in owners:
             slot = _INSTALLED.get(id(owner))
