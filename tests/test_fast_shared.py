@@ -42,6 +42,7 @@ def _warm(tm, x, lam=LAM):
     fast = tm.__dict__.get("_fast")
     assert isinstance(fast, FastShared) and {type(m).__name__ for m in fast.layers} == {"TunableConv2d", "TunableLinear"}
     assert len(fast.layers) == 3  # a, b and fc; the reflect-padded conv runs as its layer
+    assert len(fast.folds) == 1  # gamma's mixture, held once per λ
     return fast
 
 
@@ -59,6 +60,8 @@ def test_no_stale_kernel_after_edits_loads_steps_and_conversions():
     tm, x = _tm(), torch.rand(1, 3, 10, 10)
     _warm(tm, x)
     tm.model.a.weights.add_(0.5)  # an in-place edit of a stack
+    assert torch.allclose(tm(x, lam=LAM), bake(tm, LAM)(x), atol=1e-6)
+    tm.model.parametrizations.gamma.original.mul_(3)  # and of a folded weight-like tensor's stack
     assert torch.allclose(tm(x, lam=LAM), bake(tm, LAM)(x), atol=1e-6)
     other = _tm(seed=1)
     tm.load_state_dict(other.state_dict())  # copy_ into the same tensors

@@ -26,8 +26,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import TunableConv2d, TunableLinear
+from ..layers import TunableConv2d, TunableLinear, mix_operand, mix_operand_reshaped, mix_parameter
 from ..layers.cache import cache_generation, canonical_coeffs
+from .graph import COEFFS_INPUT
 
 __all__ = ["FastShared", "fast_eligible"]
 
@@ -52,29 +53,58 @@ def _lookup(gm: fx.GraphModule, target: str) -> Any:
     return obj
 
 
+def _has_node(arg: Any) -> bool:
+    found: List[fx.Node] = []
+    fx.node.map_arg(arg, found.append)
+    return bool(found)
+
+
+def _foldable(node: fx.Node, coeffs: Optional[fx.Node]) -> bool:
+    """A mixture of a weight-like tensor at the shared coefficients, λ-only there:
+    ``mix_operand(stack, ω, other)`` (its other operand only matters per sample),
+    ``mix_parameter(stack, ω, mode)``, or ``mix_operand_reshaped(stack, ω, shape, other)`` with
+    a shape that does not depend on the input."""
+    if node.op != "call_function" or node.target not in _FOLD or len(node.args) < 3 or node.kwargs:
+        return False
+    stack, c = node.args[0], node.args[1]
+    if not (isinstance(stack, fx.Node) and stack.op == "get_attr" and c is coeffs):
+        return False
+    return node.target is mix_operand or not _has_node(node.args[2])
+
+
+_FOLD = {mix_operand, mix_parameter, mix_operand_reshaped}
+
+
 class FastShared:
     """A plain-op copy of a TunableModel's traced graph (see the module docstring)."""
 
     def __init__(self, gm: fx.GraphModule) -> None:
         graph = fx.Graph()
         env: Dict[fx.Node, fx.Node] = {}
-        self.layers: List[nn.Module] = []  # the bypassed layers, slot i ↔ attributes _w{i}, _b{i}
+        self.layers: List[nn.Module] = []  # the bypassed layers, slot i ↔ attributes _tunify_w{i}, _tunify_b{i}
+        self.folds: List[Tuple[Any, str, tuple]] = []  # (fn, stack path, constant args) ↔ _tunify_c{j}
+        coeffs = next((n for n in gm.graph.nodes if n.op == "placeholder" and n.target == COEFFS_INPUT), None)
         for node in gm.graph.nodes:
             module = gm.get_submodule(node.target) if node.op == "call_module" else None
             if module is not None and _plain_layer(module) and len(node.args) == 1 and set(node.kwargs) == {"coeffs"}:
                 env[node] = self._plain_call(graph, module, env[node.args[0]])
+            elif _foldable(node, coeffs):
+                extra = (None,) if node.target is mix_operand else (node.args[2], None) \
+                    if node.target is mix_operand_reshaped else (node.args[2],)
+                self.folds.append((node.target, node.args[0].target, extra))
+                env[node] = graph.get_attr(f"_tunify_c{len(self.folds) - 1}")
             else:
                 env[node] = graph.node_copy(node, lambda n: env[n])
+        self.slots = [f"_tunify_{x}{i}" for i in range(len(self.layers)) for x in "wb"]
+        self.slots += [f"_tunify_c{j}" for j in range(len(self.folds))]
         root = {n.target: _lookup(gm, n.target) for n in graph.nodes if n.op in ("call_module", "get_attr")
                 and not n.target.startswith("_tunify_")}
-        for i, layer in enumerate(self.layers):
-            root[f"_tunify_w{i}"] = torch.empty(0)
-            root[f"_tunify_b{i}"] = torch.empty(0)
+        root.update({name: torch.empty(0) for name in self.slots})
         self.gm = fx.GraphModule(root, graph, class_name="FastShared")
-        for i in range(len(self.layers)):  # plain attributes, read by the generated code as self._tunify_w{i}
-            self.gm._buffers.pop(f"_tunify_w{i}", None)
-            self.gm._buffers.pop(f"_tunify_b{i}", None)
-            self.gm.__dict__[f"_tunify_w{i}"] = self.gm.__dict__[f"_tunify_b{i}"] = None
+        self.stacks = [_lookup(gm, path) for _, path, _ in self.folds]
+        for name in self.slots:  # plain attributes, read by the generated code as self._tunify_...
+            self.gm._buffers.pop(name, None)
+            self.gm.__dict__[name] = None
         self.canon: Optional[Tensor] = None
         self.refs: List[Optional[Tensor]] = []
         self.stamp: Tuple = ()
@@ -88,30 +118,40 @@ class FastShared:
             return graph.call_function(F.conv2d, (x, w, b, base.stride, base.padding, base.dilation, base.groups))
         return graph.call_function(F.linear, (x, w, b))
 
+    def _inputs(self) -> List[Optional[Tensor]]:
+        """The tensors the held values are mixed from: each layer's stacks, each fold's stack."""
+        out: List[Optional[Tensor]] = []
+        for layer in self.layers:
+            out += [layer._parameters["weights"], layer._parameters.get("biases")]
+        return out + self.stacks
+
     def _current(self) -> Tuple:
-        """What the held kernels were mixed from (ids and versions of the stacks, the kernels' own
-        versions, the cache generation, any hooks); equal to ``stamp`` means they are still valid.
-        The stacks themselves are kept in ``self.refs`` while stamped, so their ids stay theirs."""
+        """What the held values were mixed from (ids and versions of their stacks), their own
+        versions, the cache generation and any hooks on a bypassed layer; equal to ``stamp``
+        means they are still valid. The stacks are kept in ``self.refs`` while stamped, so
+        their ids stay theirs."""
         held = self.gm.__dict__
         out: List[Any] = [cache_generation()]
-        for i, layer in enumerate(self.layers):
-            params = layer._parameters
-            w, b, hw, hb = params["weights"], params.get("biases"), held[f"_tunify_w{i}"], held[f"_tunify_b{i}"]
-            out += [id(w), w._version, id(b), -1 if b is None else b._version, hw._version,
-                    -1 if hb is None else hb._version, bool(layer._forward_hooks or layer._forward_pre_hooks)]
+        for t in self._inputs():
+            out += [id(t), -1 if t is None else t._version]
+        for name in self.slots:
+            t = held[name]
+            out.append(-1 if t is None else t._version)
+        out += [bool(m._forward_hooks or m._forward_pre_hooks) for m in self.layers]
         return tuple(out)
 
     def _refill(self, canon: Tensor) -> bool:
-        """Mix every bypassed layer at ``canon`` (through its own memo); False when one has hooks."""
+        """Mix every held value at ``canon`` with the very code the layers and the graph run
+        (the layers' memos included); False when a bypassed layer has hooks."""
         held = self.gm.__dict__
-        refs = []
         for i, layer in enumerate(self.layers):
             if layer._forward_hooks or layer._forward_pre_hooks:
                 self.canon = None
                 return False
             held[f"_tunify_w{i}"], held[f"_tunify_b{i}"] = layer._shared_kernels(canon)
-            refs += [layer._parameters["weights"], layer._parameters.get("biases")]
-        self.canon, self.refs, self.stamp = canon, refs, self._current()
+        for j, ((fn, _, extra), stack) in enumerate(zip(self.folds, self.stacks)):
+            held[f"_tunify_c{j}"] = fn(stack, canon, *extra)
+        self.canon, self.refs, self.stamp = canon, self._inputs(), self._current()
         return True
 
     def run(self, args: tuple, kwargs: dict, coeffs: Tensor, coeffs_input: str) -> Optional[Any]:
