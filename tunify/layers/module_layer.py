@@ -90,6 +90,11 @@ class TunableModuleLayer(TunableLayer):
         weight, bias = self._shared_kernels(coeffs)
         return self._run(x, weight, bias, *args, **kwargs)
 
+    def shared_kernels(self, coeffs: Tensor) -> tuple:
+        """(weight, bias) mixed at shared coeffs (K,), what the layer itself would run with (the
+        kernel memo's, under no-grad); for callers that run the plain op themselves (surgery/fast.py)."""
+        return self._shared_kernels(coeffs)
+
     def _shared_kernels(self, coeffs: Tensor) -> tuple:
         """(weight, bias) mixed at coeffs (K,); under no-grad reused while λ and the stacks are
         unchanged (cache.py). Reads _parameters directly: this runs on every call."""

@@ -148,7 +148,7 @@ class FastShared:
             if layer._forward_hooks or layer._forward_pre_hooks:
                 self.canon = None
                 return False
-            held[f"_tunify_w{i}"], held[f"_tunify_b{i}"] = layer._shared_kernels(canon)
+            held[f"_tunify_w{i}"], held[f"_tunify_b{i}"] = layer.shared_kernels(canon)
         for j, ((fn, _, extra), stack) in enumerate(zip(self.folds, self.stacks)):
             held[f"_tunify_c{j}"] = fn(stack, canon, *extra)
         self.canon, self.refs, self.stamp = canon, self._inputs(), self._current()
