@@ -286,6 +286,9 @@ def main() -> None:
     parser.add_argument("--compile-models", default="rrdbnet", help="models for the compile section")
     parser.add_argument("--out", default="", help="write the results as JSON here (and the tables beside it as .md)")
     parser.add_argument("--merge", nargs="+", default=[], help="merge result JSONs (one per model run) into --out")
+    parser.add_argument("--inference-size", type=int, default=0,
+                        help="inference input side for every model run (default: each model's own, e.g. 192 for "
+                             "ConvNeXt-atto as issue 13 measured it)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -302,6 +305,7 @@ def main() -> None:
            "inference": [], "training": [], "memory": [], "compile": []}
     for name in names:
         make, inf_size, train_size = models[name]
+        inf_size = args.inference_size or inf_size
         steps = [("inference", lambda: res["inference"].extend(inference(name, make, inf_size, rounds))),
                  ("training", lambda: res["training"].append(training(name, make, train_size, max(2, rounds - 1)))),
                  ("memory", lambda: res["memory"].append(memory(name, args.smoke)))]
