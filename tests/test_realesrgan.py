@@ -132,14 +132,15 @@ def test_compact_recipe_starts_exactly_at_the_original():
     from pathlib import Path
 
     from tunify.data import build_dataset
-    from tunify.training import build_model, load_recipe, parametric_loss, tunify_from_recipe
+    from tunify.objectives import ParametricLoss
+    from tunify.training import build_model, load_recipe, tunify_from_recipe
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "realesr_compact_pd.yaml",
                          overrides=["data.train.patch_size=64"])
     assert recipe.model.weights == "ncnn:realesr-animevideov3-x4"
     original = build_model(recipe.model)
     tm = tunify_from_recipe(original, recipe)
-    ploss = parametric_loss(recipe, reference=original)
+    ploss = ParametricLoss.from_recipe(recipe, reference=original)
     batch = build_dataset(recipe.data.train).batch(3, torch.Generator().manual_seed(1))
     lam = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
     with torch.no_grad():
