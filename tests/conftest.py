@@ -9,6 +9,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @torch.no_grad()
+def jitter(model: torch.nn.Module, scale: float, seed: int = 1) -> torch.nn.Module:
+    """Add ``scale``·N(0, 1) to every parameter (norms too, not only tunable stacks); returns it."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.add_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+@torch.no_grad()
 def perturb(tm: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> None:
     """Give every kernel of every tunable tensor its own random offset, so that a bug in
     mixing, routing λ or sharing would show (copies of one kernel hide most bugs)."""

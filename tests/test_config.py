@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from conftest import jitter
 
 from tunify import TunifyConfig, from_pretrained, save_pretrained, tunify
 from tunify.archs import create_model
@@ -13,10 +14,7 @@ KW = dict(width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
 
 
 def _perturbed(tm):
-    with torch.no_grad():
-        for p in tm.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return tm
+    return jitter(tm, 0.05)
 
 
 def test_tunify_fills_the_conversion_fields():

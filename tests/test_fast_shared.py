@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from conftest import jitter
 
 from tunify import bake, tunify
 from tunify.surgery.fast import FastShared
@@ -28,11 +29,7 @@ class Net(nn.Module):
 
 def _tm(seed=0):
     torch.manual_seed(seed)
-    tm = tunify(Net(), 2).eval()
-    with torch.no_grad():
-        for p in tm.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # kernels differ, so a stale or wrong mixture shows
-    return tm
+    return jitter(tunify(Net(), 2).eval(), 0.1, seed)  # kernels differ, so a stale or wrong mixture shows
 
 
 def _warm(tm, x, lam=LAM):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import jitter
 import yaml
 from test_reliability import small
 from test_sweep import crops
@@ -30,11 +31,7 @@ KINDS = ["folder", "run", "zoo", "hub", "hub_file", "model_file", "registry"]
 
 
 def _perturb(tm):
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in tm.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return tm
+    return jitter(tm, 0.05)
 
 
 def _hub_repo(cache: Path, repo: str, files: dict) -> None:

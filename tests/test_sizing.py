@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import jitter
 from PIL import Image
 
 from tunify.archs.sizing import run_padded, run_tiled, size_rules, sized_forward
@@ -22,11 +23,7 @@ pytest.importorskip("spandrel")
 
 
 def _perturb(tm):
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in tm.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=g))
-    return tm
+    return jitter(tm, 0.02)
 
 
 @pytest.fixture()

@@ -118,10 +118,9 @@ class DemoApp:
         return image[:, y : y + ch, x : x + cw].contiguous(), note
 
     def info(self) -> Dict[str, Any]:
-        descriptions = self.tm.config.descriptions
         return {"name": self.name, "lam_space": self.tm.lam_space.kind, "p": self.tm.p, "scale": self.scale,
                 "max_input_pixels": self.max_input_pixels,
-                "objectives": [{"name": n, "description": descriptions.get(n, "")} for n in self.tm.objectives]}
+                "objectives": self.tm.config.objective_list()}
 
     def upload(self, data: bytes) -> Dict[str, Any]:
         image, note = self._fit(_decode(data))

@@ -34,6 +34,7 @@ from ..archs.model_file import is_model_file
 from ..archs.weights import load_pretrained
 from ..layers import PER_OBJECTIVE_SUFFIXES
 from ..surgery import TunableModel, TunifyConfig, tunify
+from ..surgery.config import objective_entries
 from ..surgery.fingerprint import tensor_digest
 from ..files import atomic_write_text
 
@@ -177,7 +178,7 @@ def load_adapter(folder: Path, config: Dict[str, Any], base_model: Optional[nn.M
         base_model = build_base(base, where)
     elif not isinstance(base_model, nn.Module):
         raise TypeError(f"base_model must be an nn.Module (the base network), got {type(base_model).__name__}")
-    names = [o["name"] if isinstance(o, dict) else o for o in config["objectives"]]
+    names, _ = objective_entries(config["objectives"])
     tm = tunify(base_model, names, targets=config.get("targets"), exclude=config.get("exclude"),
                 lam_space=config["lam_space"], rank=config["rank"])
     got = tm.config.base_record["sha256"]

@@ -53,10 +53,10 @@ def saved_config(tm: Any, name: Optional[str], recipe: Any, folder_name: str, **
     the name (given, the recipe's, the model's, the folder's) and each corner's description
     (the recipe's, else the config's)."""
     config = tm.config
-    descriptions = {o.name: o.description for o in recipe.objectives} if recipe is not None else config.descriptions
+    descriptions = {o.name: o.description for o in recipe.objectives} if recipe is not None else None
     out = {"format": "tunify", "format_version": FORMAT_VERSION, **config.to_dict()}
     out.update(tunify_version=__version__, name=name or getattr(recipe, "name", None) or config.name or folder_name,
                p=tm.lam_space.p, num_kernels=tm.lam_space.num_kernels, converted=len(tm.tunify_report.converted),
-               objectives=[{"name": n, "description": descriptions.get(n, "")} for n in config.objectives])
+               objectives=config.objective_list(descriptions))
     out.update(fields)
     return out

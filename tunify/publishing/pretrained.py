@@ -27,6 +27,7 @@ from ..archs import create_model
 from ..archs.weights import state_mismatch
 from ..layers import PER_OBJECTIVE_SUFFIXES
 from ..surgery import TunableModel, TunifyConfig, tunify
+from ..surgery.config import objective_entries
 from ..files import atomic_write_text
 from .layout import CONFIG_NAME, FORMAT_VERSION, LEGACY_WEIGHTS, WEIGHTS_NAME, saved_config, sha256_file, write_recipe, write_tensors
 
@@ -227,7 +228,7 @@ def from_pretrained(source: Union[str, Path], *, revision: Optional[str] = None,
     if base_model is not None:
         raise ValueError(f"{folder} is a full save (it holds its whole network); base_model= is only for adapter-only folders")
     model = _build(config, folder)
-    names = [o["name"] if isinstance(o, dict) else o for o in config["objectives"]]
+    names, _ = objective_entries(config["objectives"])
     if len(names) != config["p"]:
         raise ValueError(f"{folder / CONFIG_NAME}: p={config['p']} but {len(names)} objectives are listed")
     tm = tunify(model, names, targets=config.get("targets"), exclude=config.get("exclude"),

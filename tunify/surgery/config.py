@@ -116,9 +116,11 @@ class TunifyConfig:
                 setattr(self, f.name, getattr(saved, f.name))
         return self
 
-    def objective_list(self) -> List[Dict[str, str]]:
-        """config.json's ``objectives``: [{name, description}] in λ order."""
-        return [{"name": n, "description": self.descriptions.get(n, "")} for n in self.objectives]
+    def objective_list(self, descriptions: Optional[Dict[str, str]] = None) -> List[Dict[str, str]]:
+        """config.json's ``objectives``: [{name, description}] in λ order (``descriptions``
+        instead of the config's own, e.g. a recipe's)."""
+        descriptions = self.descriptions if descriptions is None else descriptions
+        return [{"name": n, "description": descriptions.get(n, "")} for n in self.objectives]
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON fields of config.json this config holds (a save adds format, p, digests)."""

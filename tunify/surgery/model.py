@@ -114,8 +114,8 @@ class TunableModel(nn.Module):
         # The traced graph shares every module with self.model; kept unregistered so the
         # state_dict, .parameters() and .to() see each tensor once.
         object.__setattr__(self, "_graph", graph)
-        # assign=True loads bring new tensor objects: through tm or through tm.model alike
-        self.register_load_state_dict_post_hook(_AfterLoad(self))
+        # assign=True loads bring new tensor objects. On the network, so loads through tm.model
+        # see it too; a load through tm recurses into the network and fires it once.
         model.register_load_state_dict_post_hook(_AfterLoad(self))
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .half(), .cuda(): the graph's own constants too
@@ -292,7 +292,7 @@ class TunableModel(nn.Module):
                 fast = FastShared(self._graph)
             except Exception:  # an optimisation only: a graph it cannot copy runs as it is
                 fast = False
-            self.__dict__["_fast"] = fast = fast if fast and fast.layers else False
+            self.__dict__["_fast"] = fast = fast if fast and (fast.layers or fast.folds) else False
         if fast is False:
             return _MISS
         out = fast.run(args, kwargs, coeffs, COEFFS_INPUT)
