@@ -5,7 +5,10 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two cores: one pytest process uses both; under pytest-xdist (-n N) each worker takes its share,
+# since oversubscribed threads spin against each other.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // _workers))
 
 
 @torch.no_grad()
