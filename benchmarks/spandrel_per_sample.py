@@ -5,7 +5,8 @@ indexed weight-like tensor run on their own rows, vmapped or once per λ row; sp
 whole model once per λ row, with why), what was skipped, and the median time of a per-sample
 call (B distinct λ rows) over a shared-λ call, next to that of the whole model run once per λ
 row (``group_by_lam=True``: what every split model did before), interleaved call by call so
-that machine load hits all alike. Prints a Markdown table.
+that machine load hits all alike; and at B=1, a call at one fixed λ (the fast path:
+surgery/fast.py) over the model baked at that λ, the plain network. Prints a Markdown table.
 
     .venv/bin/python benchmarks/spandrel_per_sample.py [--batch 4] [--repeats 5] [--only SPAN,FBCNN]
 """
@@ -23,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from spandrel_zoo import SPANDREL_ZOO  # noqa: E402
 
-from tunify import tunify  # noqa: E402
+from tunify import bake, tunify  # noqa: E402
 
 
 def _time(fn) -> float:
@@ -46,12 +47,19 @@ def measure(entry, batch: int, repeats: int) -> dict:
     per_sample = lambda k: tm(*[a.clone() for a in args], lam=(rows + 0.01 * k) / (1 + 0.02 * k))  # noqa: E731
     # what every split model did before owners ran by rows: the whole model once per λ row
     whole = lambda k: tm(*[a.clone() for a in args], lam=(rows + 0.01 * k) / (1 + 0.02 * k), group_by_lam=True)  # noqa: E731
-    shared(0), per_sample(0), whole(0)  # warm-up (and any fallback decided on the first call)
-    ts, tp, tw = [], [], []
+    one = tuple(a[:1] for a in args)
+    fixed, plain = torch.tensor([0.3, 0.7]), bake(tm, [0.3, 0.7])
+    at_fixed = lambda k: tm(*[a.clone() for a in one], lam=fixed)  # noqa: E731
+    baked = lambda k: plain(*[a.clone() for a in one])  # noqa: E731
+    for fn in (shared, per_sample, whole, at_fixed, at_fixed, baked):  # warm-up (and any fallback decided on the first call)
+        fn(0)
+    ts, tp, tw, tf, tb = [], [], [], [], []
     for k in range(1, repeats + 1):
         ts.append(_time(lambda: shared(k)))
         tp.append(_time(lambda: per_sample(k)))
         tw.append(_time(lambda: whole(k)))
+        tf.append(_time(lambda: at_fixed(k)))
+        tb.append(_time(lambda: baked(k)))
     r = tm.tunify_report
     skipped = sorted({s.reason.split(":")[0].split(";")[0][:60] for s in r.skipped})
     mode = "native" if r.per_sample == "native" else "owner rows" if r.per_sample.startswith("native, except") \
@@ -60,6 +68,7 @@ def measure(entry, batch: int, repeats: int) -> dict:
             "why": "" if mode == "native" else r.per_sample.split("(", 1)[-1][:90],
             "ratio": statistics.median(tp) / statistics.median(ts), "batch": n,
             "whole": statistics.median(tw) / statistics.median(ts),
+            "fast": statistics.median(f / b for f, b in zip(tf, tb)), "fast_kind": type(tm.__dict__.get("_fast")).__name__,
             "shared_ms": 1000 * statistics.median(ts), "skipped": f"{len(r.skipped)}: {'; '.join(skipped)}" if skipped else "0"}
 
 
@@ -73,18 +82,20 @@ def main() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     only = set(filter(None, args.only.split(",")))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)\n")
-    print("| arch | path | per-sample | B | shared ms | per-sample / shared | whole-model split / shared | skipped | why split |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| arch | path | per-sample | B | shared ms | per-sample / shared | whole-model split / shared "
+          "| B=1 one λ / baked | fast path | skipped | why split |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for entry in SPANDREL_ZOO:
         if (only and entry.arch not in only) or (entry.slow and not only):
             continue
         try:
             m = measure(entry, args.batch, args.repeats)
         except Exception as exc:  # a row per arch, whatever happens
-            print(f"| {entry.arch} | error: {type(exc).__name__}: {str(exc)[:80]} ||||||||", flush=True)
+            print(f"| {entry.arch} | error: {type(exc).__name__}: {str(exc)[:80]} ||||||||||", flush=True)
             continue
         print(f"| {m['arch']} | {m['path']} | {m['per_sample']} | {m['batch']} | {m['shared_ms']:.1f} | "
-              f"{m['ratio']:.2f}x | {m['whole']:.2f}x | {m['skipped']} | {m['why']} |", flush=True)
+              f"{m['ratio']:.2f}x | {m['whole']:.2f}x | {m['fast']:.2f}x | {m['fast_kind']} | {m['skipped']} | {m['why']} |",
+              flush=True)
 
 
 if __name__ == "__main__":

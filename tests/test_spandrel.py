@@ -133,7 +133,9 @@ def test_bake_equals_tunable_with_the_original_types(case: Case):
     plain = bake(case.tm, [0.3, 0.7])
     assert not any(isinstance(m, TunableLayer) for m in plain.modules())
     assert sorted(type(m).__name__ for m in plain.modules()) == sorted(type(m).__name__ for m in case.model.modules())
-    _close(_call(plain, case.args), _call(case.tm, case.args, lam=[0.3, 0.7]))
+    out = _call(plain, case.args)
+    for _ in range(3):  # the second no-grad call at one λ builds the fast path (surgery/fast.py), the third runs it
+        _close(out, _call(case.tm, case.args, lam=[0.3, 0.7]))
 
 
 def _original_names(name: str) -> list:

@@ -6,8 +6,10 @@ the memo's validity checks, the dispatch to the plain op; a few µs a layer, whi
 input (ConvNeXt-atto at 64², ~50 layers) is several percent of the forward. ``FastShared`` is a
 copy of the rewritten graph in which every plain ``TunableConv2d`` / ``TunableLinear`` call is
 ``F.conv2d`` / ``F.linear`` on kernels mixed once per λ, as the baked model would run them.
-The other nodes (weight-like tensors, functional calls, layers with their own forward) are
-the same calls as in the graph, reusing their memos.
+Blocks the rewriter kept whole (fx could not see inside) are called as plain copies whose
+kernels follow λ (baked_part.py); a network fx could not trace at all runs as one such copy
+(``FastWhole``). The other nodes (functional calls, layers with their own forward) are the same
+calls as in the graph, reusing their memos.
 
 Used only where the memo would be: no autograd, a shared λ of plain tensors, not compiling or
 tracing. Before each call it checks, for every layer it bypasses, that the kernel stacks are the
@@ -29,9 +31,10 @@ from torch import Tensor, nn
 
 from ..layers import TunableConv2d, TunableLinear, mix_operand, mix_operand_reshaped, mix_parameter
 from ..layers.cache import cache_generation, canonical_coeffs
+from .baked_part import BakedPart, PartWatch, bakeable
 from .graph import COEFFS_INPUT
 
-__all__ = ["FastShared", "fast_eligible"]
+__all__ = ["FastShared", "FastWhole", "fast_eligible", "fast_for"]
 
 
 def fast_eligible(coeffs: Tensor) -> bool:
@@ -52,6 +55,10 @@ def _lookup(gm: fx.GraphModule, target: str) -> Any:
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _hooked(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 def _has_node(arg: Any) -> bool:
@@ -84,11 +91,19 @@ class FastShared:
         env: Dict[fx.Node, fx.Node] = {}
         self.layers: List[nn.Module] = []  # the bypassed layers, slot i ↔ attributes _tunify_w{i}, _tunify_b{i}
         self.folds: List[Tuple[Any, str, tuple]] = []  # (fn, stack path, constant args) ↔ _tunify_c{j}
+        self.parts: List[BakedPart] = []  # kept-whole blocks as plain copies ↔ submodules _tunify_m{k}
+        self.part_watch = PartWatch(self.parts)
+        part_of: Dict[int, str] = {}
         coeffs = next((n for n in gm.graph.nodes if n.op == "placeholder" and n.target == COEFFS_INPUT), None)
         for node in gm.graph.nodes:
             module = gm.get_submodule(node.target) if node.op == "call_module" else None
             if module is not None and _plain_layer(module) and len(node.args) == 1 and set(node.kwargs) == {"coeffs"}:
                 env[node] = self._plain_call(graph, module, env[node.args[0]])
+            elif module is not None and bakeable(module) and not _hooked(module):
+                if id(module) not in part_of:  # a block called twice is one copy
+                    part_of[id(module)] = f"_tunify_m{len(self.parts)}"
+                    self.parts.append(BakedPart(module, {}))
+                env[node] = graph.call_module(part_of[id(module)], *fx.node.map_arg((node.args, node.kwargs), lambda n: env[n]))
             elif _foldable(node, coeffs):
                 extra = (None,) if node.target is mix_operand else (node.args[2], None) \
                     if node.target is mix_operand_reshaped else (node.args[2],)
@@ -101,6 +116,7 @@ class FastShared:
         root = {n.target: _lookup(gm, n.target) for n in graph.nodes if n.op in ("call_module", "get_attr")
                 and not n.target.startswith("_tunify_")}
         root.update({name: torch.empty(0) for name in self.slots})
+        root.update({f"_tunify_m{k}": part.module for k, part in enumerate(self.parts)})
         self.gm = fx.GraphModule(root, graph, class_name="FastShared")
         self.stacks = [_lookup(gm, path) for _, path, _ in self.folds]
         for name in self.slots:  # plain attributes, read by the generated code as self._tunify_...
@@ -120,8 +136,10 @@ class FastShared:
     def _valid(self) -> bool:
         """Whether the held values still are what the layers and the graph would compute: the
         same cache generation, every stack the same object (a layer's ``weights``/``biases``) at
-        the same version, the held values unwritten, and no hook on a bypassed layer. Runs on
-        every call: ≈35 µs for ConvNeXt-atto (190 tensors watched), 0.4 % of its forward at 64²."""
+        the same version, the held values unwritten, and no hook on a bypassed layer; for the
+        baked blocks, the same tensors in their slots, the same training flags and no hooks
+        anywhere inside. Runs on every call: ≈35 µs for ConvNeXt-atto (190 tensors watched),
+        0.4 % of its forward at 64²."""
         if self.gen != cache_generation():
             return False
         if not all(map(operator.is_, [d["weights"] for d in self.params], self.refs[0::2])) \
@@ -129,7 +147,9 @@ class FastShared:
             return False
         if [t._version for t in self.watch] != self.versions:
             return False
-        return not any(h for pair in self.hooks for h in pair)
+        if any(h for pair in self.hooks for h in pair):
+            return False
+        return not self.parts or self.part_watch.ok()
 
     def _refill(self, canon: Tensor) -> bool:
         """Mix every held value at ``canon`` with the very code the layers and the graph run
@@ -142,6 +162,9 @@ class FastShared:
             held[f"_tunify_w{i}"], held[f"_tunify_b{i}"] = layer.shared_kernels(canon)
         for j, ((fn, _, extra), stack) in enumerate(zip(self.folds, self.stacks)):
             held[f"_tunify_c{j}"] = fn(stack, canon, *extra)
+        if self.parts and not self.part_watch.refill(canon):
+            self.canon = None
+            return False
         # What _valid compares against; the stacks are held here, so their identities stay theirs.
         self.params = [layer._parameters for layer in self.layers]
         self.refs = [t for d in self.params for t in (d["weights"], d.get("biases"))]
@@ -167,3 +190,40 @@ class FastShared:
 
     def __reduce__(self):
         return (type(None), ())
+
+
+class FastWhole(FastShared):
+    """For a network fx could not trace at all (the module path throughout): the whole network
+    as one ``BakedPart``, checked and refilled as the fast graph checks its blocks."""
+
+    def __init__(self, model: nn.Module) -> None:  # noqa: super().__init__ builds a graph; none here
+        self.parts = [BakedPart(model, {})]
+        self.part_watch = PartWatch(self.parts)
+        self.layers, self.folds, self.canon = [], [], None
+
+    def _valid(self) -> bool:
+        return self.gen == cache_generation() and self.part_watch.ok()
+
+    def _refill(self, canon: Tensor) -> bool:
+        if not self.part_watch.refill(canon):
+            self.canon = None
+            return False
+        self.gen, self.canon = cache_generation(), canon
+        return True
+
+    def run(self, args: tuple, kwargs: dict, coeffs: Tensor, coeffs_input: str) -> Optional[Any]:
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return None
+        canon = canonical_coeffs(coeffs)
+        if (canon is not self.canon or not self._valid()) and not self._refill(canon):
+            return None
+        return self.parts[0].module(*args, **kwargs)
+
+
+def fast_for(graph: Optional[fx.GraphModule], model: nn.Module) -> Optional[FastShared]:
+    """The fast path of a model at a shared λ: its traced graph's (FastShared), or for an
+    untraced network the whole network baked (FastWhole); None when there is nothing to gain."""
+    if graph is not None:
+        fast = FastShared(graph)
+        return fast if fast.layers or fast.folds or fast.parts else None
+    return FastWhole(model) if bakeable(model) and not _hooked(model) else None

@@ -7,13 +7,13 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_map
 
 from ..lam import LamLike, LamSpace
-from ..layers import TunableModuleLayer, TunableParameter, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
+from ..layers import TunableModuleLayer, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
+from .baked_part import strip_tunable_parametrizations
 from .config import TunifyConfig
-from .fast import FastShared, fast_eligible
+from .fast import fast_eligible, fast_for
 from .graph import COEFFS_INPUT, resync_attrs
 from .owner_search import executing_at_failure, next_owner
 from .owners import owners_summary
@@ -272,27 +272,29 @@ class TunableModel(nn.Module):
 
     def _run(self, *args: Any, coeffs: Tensor, **kwargs: Any) -> Any:
         with coeff_scope(coeffs):
-            if self._graph_takes(args, kwargs):
-                if fast_eligible(coeffs):
-                    out = self._run_fast(args, kwargs, coeffs)
-                    if out is not _MISS:
-                        return out
+            on_graph = self._graph_takes(args, kwargs)
+            if fast_eligible(coeffs) and (on_graph or self._graph is None):
+                out = self._run_fast(args, kwargs, coeffs)
+                if out is not _MISS:
+                    return out
+            if on_graph:
                 return self._graph(*args, **kwargs, **{COEFFS_INPUT: coeffs})
             return self.model(*args, **kwargs)
 
     def _run_fast(self, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
-        """The traced graph with plain convs and linears at a shared λ (fast.py), built on the
-        second such call; ``_MISS`` when this call must run the layers themselves."""
+        """The traced graph with plain convs and linears and the kept-whole blocks baked, or an
+        untraced network baked whole, at a shared λ (fast.py); built on the second such call;
+        ``_MISS`` when this call must run the layers themselves."""
         fast = self.__dict__.get("_fast")
         if fast is None:
             seen = self.__dict__["_fast_seen"] = self.__dict__.get("_fast_seen", 0) + 1
             if seen < 2:  # a model called once per λ never pays for building it
                 return _MISS
             try:
-                fast = FastShared(self._graph)
-            except Exception:  # an optimisation only: a graph it cannot copy runs as it is
-                fast = False
-            self.__dict__["_fast"] = fast = fast if fast and (fast.layers or fast.folds) else False
+                fast = fast_for(self._graph, self.model)
+            except Exception:  # an optimisation only: a model it cannot copy runs as it is
+                fast = None
+            self.__dict__["_fast"] = fast = fast or False
         if fast is False:
             return _MISS
         out = fast.run(args, kwargs, coeffs, COEFFS_INPUT)
@@ -335,19 +337,5 @@ def bake(tm: TunableModel, lam: LamLike) -> nn.Module:
                     baked[id(child)] = child.to_plain(coeffs)
                 parent._modules[slot] = baked[id(child)]
     for module in list(plain.modules()):
-        plist = getattr(module, "parametrizations", None)
-        if not isinstance(plist, nn.ModuleDict):
-            continue
-        # A deep copy shares the parametrized class with tm's module; removing a
-        # parametrization edits that class, so give the copy a class of its own first.
-        cls = type(module)
-        module.__class__ = type(cls.__name__, cls.__bases__, {
-            k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")
-        })
-        for name in list(plist.keys()):
-            if isinstance(plist[name][0], TunableParameter):
-                stack = plist[name].original
-                mixed = mix(stack, coeffs).clone()
-                parametrize.remove_parametrizations(module, name, leave_parametrized=False)
-                setattr(module, name, nn.Parameter(mixed, requires_grad=stack.requires_grad))
+        strip_tunable_parametrizations(module, lambda name, stack: mix(stack, coeffs).clone())
     return plain
