@@ -289,6 +289,8 @@ def main() -> None:
     parser.add_argument("--inference-size", type=int, default=0,
                         help="inference input side for every model run (default: each model's own, e.g. 192 for "
                              "ConvNeXt-atto as issue 13 measured it)")
+    parser.add_argument("--training-size", type=int, default=0,
+                        help="training crop side for every model run (default: each model's own)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -305,7 +307,7 @@ def main() -> None:
            "inference": [], "training": [], "memory": [], "compile": []}
     for name in names:
         make, inf_size, train_size = models[name]
-        inf_size = args.inference_size or inf_size
+        inf_size, train_size = args.inference_size or inf_size, args.training_size or train_size
         steps = [("inference", lambda: res["inference"].extend(inference(name, make, inf_size, rounds))),
                  ("training", lambda: res["training"].append(training(name, make, train_size, max(2, rounds - 1)))),
                  ("memory", lambda: res["memory"].append(memory(name, args.smoke)))]

@@ -6,7 +6,8 @@ their layers read λ from the scope on every call. At a shared λ that is the pe
 of every linear and every parametrized read, ~10 % of SwinIR-light's forward at 16². The fast
 graph (fast.py) calls a ``BakedPart`` there instead: a copy of the block in which
 
-- every ``TunableConv2d`` / ``TunableLinear`` is its original module again (``to_plain``), and
+- every ``TunableConv2d`` / ``TunableConvTranspose2d`` / ``TunableLinear`` is its original
+  module again (``to_plain``), and
 - every tunable weight-like tensor (a parametrization holding a ``TunableParameter``) is a
   plain attribute,
 
@@ -27,9 +28,12 @@ from typing import Any, List, Optional, Tuple
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..layers import TunableConv2d, TunableLayer, TunableLinear, TunableParameter
+from ..layers import TunableConv2d, TunableConvTranspose2d, TunableLayer, TunableLinear, TunableParameter
 
 __all__ = ["BakedPart", "PartWatch", "bakeable", "strip_tunable_parametrizations"]
+
+# Layers whose plain form is their original module with one mixed weight and bias.
+_ONE_WEIGHT = (TunableConv2d, TunableConvTranspose2d, TunableLinear)
 
 
 def _tunable_parametrizations(module: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -52,7 +56,7 @@ def bakeable(module: nn.Module) -> bool:
             if len(plist) != 1:
                 return False
             found = True
-        if type(m) in (TunableConv2d, TunableLinear):
+        if type(m) in _ONE_WEIGHT:
             found = True
         elif isinstance(m, TunableLayer) and not isinstance(m, TunableParameter):
             return False  # low-rank, weight-normalised, ...: their plain form is not one weight
@@ -93,7 +97,7 @@ class BakedPart:
         done: dict = {}
         for parent in list(plain.modules()):
             for slot, child in list(parent._modules.items()):
-                if type(child) in (TunableConv2d, TunableLinear):
+                if type(child) in _ONE_WEIGHT:
                     if id(child) not in done:  # a layer called from two places stays one layer
                         done[id(child)] = child.to_plain(child.weights.new_full((child.num_kernels,), 1 / child.num_kernels))
                         self.layers.append((done[id(child)], original_of[id(child)]))
