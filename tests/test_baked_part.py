@@ -133,3 +133,25 @@ def test_an_untraced_network_runs_baked_whole():
     rows = torch.cat([_slow(tm, x[i:i + 1], lams[i]) for i in range(4)])
     torch.testing.assert_close(tm(x, lam=lams), rows, atol=1e-5, rtol=0)
     assert copy.deepcopy(tm).__dict__.get("_fast") is None  # never copied
+
+
+@torch.no_grad()
+def test_threads_at_different_lams_each_get_their_own():
+    """Two threads calling one model at two λ values: the fast path's held kernels are one λ's
+    for a whole forward, so only one thread runs it at a time; the other takes the layers."""
+    import threading
+
+    tm, x = _tm(), torch.rand(4, 3, 6, 6)
+    _warm(tm, x)
+    refs = {k: bake(tm, lam)(x) for k, lam in enumerate((LAM, OTHER))}
+    wrong = [0, 0]
+
+    def work(k):
+        with torch.no_grad():
+            for _ in range(150):
+                wrong[k] += not torch.allclose(tm(x, lam=(LAM, OTHER)[k]), refs[k], atol=1e-5)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert wrong == [0, 0]

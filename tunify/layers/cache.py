@@ -105,17 +105,21 @@ class RowBank:
 _tracing_state = torch._C._get_tracing_state
 
 
-class KernelMemo:
-    """The mixtures one layer computed at one λ, and what they were computed from."""
+_EMPTY = (-1, None, (), (), (), ())
 
-    __slots__ = ("gen", "canon", "stacks", "stamps", "values", "versions", "__weakref__")
+
+class KernelMemo:
+    """The mixtures one layer computed at one λ, and what they were computed from.
+
+    All of it is one tuple, ``state = (gen, canon, stacks, stamps, values, versions)``, read
+    once per call and replaced whole: a thread never sees one λ's key beside another λ's
+    values (two threads calling a model at two λ values would, with attributes set one by one).
+    """
+
+    __slots__ = ("state", "__weakref__")
 
     def __init__(self) -> None:
-        self.gen, self.canon = -1, None
-        self.stacks: Tuple = ()
-        self.stamps: Tuple = ()
-        self.values: Tuple = ()
-        self.versions: Tuple = ()
+        self.state = _EMPTY
 
     # Copies and pickles start empty: cached tensors belong to the original's stacks.
     def __deepcopy__(self, memo: dict) -> "KernelMemo":
@@ -124,8 +128,12 @@ class KernelMemo:
     def __reduce__(self):
         return (KernelMemo, ())
 
+    @property
+    def gen(self) -> int:
+        return self.state[0]
+
     def drop(self) -> None:
-        self.gen, self.canon, self.stacks, self.values = -1, None, (), ()
+        self.state = _EMPTY
 
     def get(self, stacks: Sequence[Optional[Tensor]], coeffs: Tensor, fn: Callable[..., Any], joint: bool = False) -> Tuple:
         """``fn(stack, coeffs)`` for every stack (None stays None), reused when valid.
@@ -141,41 +149,41 @@ class KernelMemo:
             if values is not None:
                 return values
         canon = _canonical(coeffs)
-        if self.gen == _GEN[0] and self.canon is canon and len(stacks) == len(self.stacks) and joint:
-            # Values are not one per stack here: check the inputs and the outputs apart.
-            if self._inputs_unchanged(stacks) and all(
-                    v is None or v._version == vv for v, vv in zip(self.values, self.versions)):
-                return self.values
-        elif self.gen == _GEN[0] and self.canon is canon and len(stacks) == len(self.stacks):
-            for s, ms, st, v, vv in zip(stacks, self.stacks, self.stamps, self.values, self.versions):
-                if s is None:
-                    if ms is not None:
-                        break
-                elif ms is None or ms() is not s or s._version != st[0] or s.data_ptr() != st[1] \
-                        or s.shape != st[2] or v._version != vv:
-                    break
+        gen, held_canon, refs, stamps, held, versions = self.state  # one snapshot
+        if gen == _GEN[0] and held_canon is canon and len(stacks) == len(refs):
+            if joint:  # values are not one per stack here: check the inputs and the outputs apart
+                if _inputs_unchanged(stacks, refs, stamps) and all(
+                        v is None or v._version == vv for v, vv in zip(held, versions)):
+                    return held
             else:
-                return self.values
+                for s, ms, st, v, vv in zip(stacks, refs, stamps, held, versions):
+                    if s is None:
+                        if ms is not None:
+                            break
+                    elif ms is None or ms() is not s or s._version != st[0] or s.data_ptr() != st[1] \
+                            or s.shape != st[2] or v._version != vv:
+                        break
+                else:
+                    return held
         # Built outside inference mode, so results have version counters that catch writes.
         with torch.inference_mode(False), torch.no_grad():
             values = tuple(fn(tuple(stacks), canon)) if joint else tuple(None if s is None else fn(s, canon) for s in stacks)
         # Weak references: a memo must not keep a replaced or freed stack alive.
-        refs = tuple(None if s is None else weakref.ref(s) for s in stacks)
-        self.gen, self.canon, self.stacks, self.values = _GEN[0], canon, refs, values
-        self.stamps = tuple(None if s is None else (s._version, s.data_ptr(), s.shape) for s in stacks)
-        self.versions = tuple(None if v is None else v._version for v in values)
+        self.state = (_GEN[0], canon, tuple(None if s is None else weakref.ref(s) for s in stacks),
+                      tuple(None if s is None else (s._version, s.data_ptr(), s.shape) for s in stacks),
+                      values, tuple(None if v is None else v._version for v in values))
         _MEMOS.add(self)
         return values
 
 
-    def _inputs_unchanged(self, stacks: Sequence[Optional[Tensor]]) -> bool:
-        for s, ms, st in zip(stacks, self.stacks, self.stamps):
-            if s is None:
-                if ms is not None:
-                    return False
-            elif ms is None or ms() is not s or s._version != st[0] or s.data_ptr() != st[1] or s.shape != st[2]:
+def _inputs_unchanged(stacks: Sequence[Optional[Tensor]], refs: Tuple, stamps: Tuple) -> bool:
+    for s, ms, st in zip(stacks, refs, stamps):
+        if s is None:
+            if ms is not None:
                 return False
-        return True
+        elif ms is None or ms() is not s or s._version != st[0] or s.data_ptr() != st[1] or s.shape != st[2]:
+            return False
+    return True
 
 
 def clear_kernel_cache() -> None:

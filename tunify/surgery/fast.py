@@ -22,6 +22,7 @@ per λ never pays for it; it is dropped by ``.to()`` and never copied or pickled
 from __future__ import annotations
 
 import operator
+import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -123,6 +124,7 @@ class FastShared:
             self.gm._buffers.pop(name, None)
             self.gm.__dict__[name] = None
         self.canon: Optional[Tensor] = None  # set by _refill, with what _valid compares against
+        self.lock = threading.Lock()  # held by the one thread running the fast graph
 
     def _plain_call(self, graph: fx.Graph, layer: nn.Module, x: fx.Node) -> fx.Node:
         i = len(self.layers)
@@ -175,13 +177,23 @@ class FastShared:
         return True
 
     def run(self, args: tuple, kwargs: dict, coeffs: Tensor, coeffs_input: str) -> Optional[Any]:
-        """The graph's output at shared ``coeffs``, or None when this call must take the layers."""
+        """The output at shared ``coeffs``, or None when this call must take the layers.
+
+        One thread at a time: the held kernels are one λ's for the whole forward, so a second
+        thread calling meanwhile (at any λ) takes the layers, whose memos are thread-safe."""
         if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
             return None  # hooks meant for every module, the bypassed ones included
-        canon = canonical_coeffs(coeffs)
-        if canon is not self.canon or not self._valid():
-            if not self._refill(canon):
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            canon = canonical_coeffs(coeffs)
+            if (canon is not self.canon or not self._valid()) and not self._refill(canon):
                 return None
+            return self._call(args, kwargs, coeffs, coeffs_input)
+        finally:
+            self.lock.release()
+
+    def _call(self, args: tuple, kwargs: dict, coeffs: Tensor, coeffs_input: str) -> Any:
         # forward itself: the copy is private and hook-free, and Module.__call__ costs ~5 µs
         return self.gm.forward(*args, **kwargs, **{coeffs_input: coeffs})
 
@@ -201,6 +213,7 @@ class FastWhole(FastShared):
         self.parts = [BakedPart(model, {})]
         self.part_watch = PartWatch(self.parts)
         self.layers, self.folds, self.canon = [], [], None
+        self.lock = threading.Lock()
 
     def _valid(self) -> bool:
         return self.gen == cache_generation() and self.part_watch.ok()
@@ -212,12 +225,7 @@ class FastWhole(FastShared):
         self.gen, self.canon = cache_generation(), canon
         return True
 
-    def run(self, args: tuple, kwargs: dict, coeffs: Tensor, coeffs_input: str) -> Optional[Any]:
-        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-            return None
-        canon = canonical_coeffs(coeffs)
-        if (canon is not self.canon or not self._valid()) and not self._refill(canon):
-            return None
+    def _call(self, args: tuple, kwargs: dict, coeffs: Tensor, coeffs_input: str) -> Any:
         return self.parts[0].module.forward(*args, **kwargs)  # private and hook-free, as above
 
 
