@@ -179,3 +179,34 @@ def test_split_by_rows_groups_and_restores_order():
     assert out["y"].squeeze(1).tolist() == [0.0, 20.0, 20.0, 60.0, 120.0]
     out["y"].sum().backward()
     assert x.grad.squeeze(1).tolist() == [10.0, 20.0, 10.0, 20.0, 30.0]
+
+
+class _OwnForward(nn.Conv2d):
+    """A conv subclass with its own forward: the layer runs it with the mixture in its weight slot."""
+
+    def forward(self, x):
+        x = x + F.conv2d(x, torch.zeros(4, 4, 5, 5), padding=2)  # work (the GIL released) before the weight is read
+        return super().forward(x)
+
+
+@torch.no_grad()
+def test_a_layer_with_its_own_forward_is_safe_from_two_threads():
+    import threading
+
+    layer = TunableConv2d(_OwnForward(4, 4, 3, padding=1), K)
+    assert layer.custom_forward
+    _randomise(layer)
+    x = torch.randn(2, 4, 24, 24)
+    cs = [_coeffs(1)[0], _coeffs(1)[0]]
+    refs = [F.conv2d(x, mix(layer.weights, c), mix(layer.biases, c), padding=1) for c in cs]
+    wrong = [0, 0]
+
+    def work(k):
+        with torch.no_grad():
+            for _ in range(300):
+                wrong[k] += not torch.allclose(layer(x, coeffs=cs[k]), refs[k], atol=1e-5)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert wrong == [0, 0]

@@ -9,6 +9,7 @@ three things for free: its hyper-parameters (stride, padding_mode, ...) are read
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any, Optional
 
 import torch
@@ -19,6 +20,10 @@ from .cache import KernelMemo, cacheable
 from .rows import RowsNotSeparable
 
 __all__ = ["TunableModuleLayer"]
+
+# Held while a layer with its own forward runs with a mixture in its base's weight slots. One
+# lock for all: such layers are few, and a lock object per layer would make them uncopyable.
+_SWAP_LOCK = threading.RLock()
 
 
 class TunableModuleLayer(TunableLayer):
@@ -115,15 +120,16 @@ class TunableModuleLayer(TunableLayer):
         if not self.custom_forward:
             return self._plain_forward(x, weight, bias, *args, **kwargs)
         base = self._modules["base_layer"]
-        base._parameters["weight"] = weight
-        if "bias" in base._parameters:
-            base._parameters["bias"] = bias
-        try:
-            return base(x, *args, **kwargs)
-        finally:
-            base._parameters["weight"] = None
+        with _SWAP_LOCK:  # the slots are the module's: a second thread must not swap its λ in meanwhile
+            base._parameters["weight"] = weight
             if "bias" in base._parameters:
-                base._parameters["bias"] = None
+                base._parameters["bias"] = bias
+            try:
+                return base(x, *args, **kwargs)
+            finally:
+                base._parameters["weight"] = None
+                if "bias" in base._parameters:
+                    base._parameters["bias"] = None
 
     def _plain_forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], *args: Any, **kwargs: Any) -> Tensor:
         raise NotImplementedError
@@ -145,15 +151,16 @@ class TunableModuleLayer(TunableLayer):
     def _base_repr(self, weight: Tensor) -> str:
         """The original layer as it was, shown with ``weight`` (its slots are empty here, not absent)."""
         base = self.base_layer
-        base._parameters["weight"] = weight
-        if "bias" in base._parameters and self.biases is not None:
-            base._parameters["bias"] = self.biases[0]
-        try:
-            inner = f"{type(base).__name__}({base.extra_repr()})"
-        finally:
-            base._parameters["weight"] = None
-            if "bias" in base._parameters:
-                base._parameters["bias"] = None
+        with _SWAP_LOCK:
+            base._parameters["weight"] = weight
+            if "bias" in base._parameters and self.biases is not None:
+                base._parameters["bias"] = self.biases[0]
+            try:
+                inner = f"{type(base).__name__}({base.extra_repr()})"
+            finally:
+                base._parameters["weight"] = None
+                if "bias" in base._parameters:
+                    base._parameters["bias"] = None
         return inner + (", own forward" if self.custom_forward else "")
 
     def __repr__(self) -> str:
