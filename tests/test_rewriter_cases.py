@@ -222,6 +222,34 @@ def test_sequence_first_linears_split_rows():
     assert "sequence-first" in tm.tunify_report.per_sample
 
 
+# -- a tunable layer on a tensor with no batch axis -----------------------------------------------
+class BatchFree(nn.Module):
+    """A fixed table through a tunable linear, broadcast over the batch: its 8 rows are not
+    samples, and 8 divides by B = 4, so per-sample kernels would mix them without raising."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.randn(8, 6))
+        self.fc = nn.Linear(6, 6)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) + self.fc(self.table).mean(0)[None, :, None, None]
+
+
+def test_a_layer_on_a_batch_free_tensor_splits_rows():
+    lams = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
+    torch.manual_seed(0)
+    tm = tunify(BatchFree(), 2).eval()
+    perturb(tm, seed=1)
+    x = torch.randn(4, 3, 5, 5)
+    with torch.no_grad():
+        out = tm(x, lam=lams)
+        for i in range(4):
+            assert_close(out[i : i + 1], tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+    assert tm.split_reasons == ["fc runs on a tensor that depends on no input (it has no batch axis)"]
+
+
 # -- weight norm and spectral norm -------------------------------------------------------------
 class Normed(nn.Module):
     def __init__(self, new: bool):

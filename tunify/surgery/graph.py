@@ -19,7 +19,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import (LowRankLayer, TunableModuleLayer, TunableParameter, mix_operand,
+from ..layers import (LowRankLayer, TunableLayer, TunableModuleLayer, TunableParameter, mix_operand,
                       mix_operand_reshaped, mix_parameter, mixed_weight, tunable_conv2d, tunable_linear)
 from .owners import mark_row_owners
 
@@ -210,6 +210,25 @@ def _feed_layers(graph: fx.Graph, root: nn.Module, coeffs: fx.Node, how: Dict[st
                             split_reasons += mark_row_owners(root, [f"{full}.{pname}"])
 
 
+def _batch_free_layers(graph: fx.Graph, root: nn.Module, coeffs: fx.Node) -> List[str]:
+    """Why per-sample λ must split the batch, for each tunable call on a tensor that depends on
+    no input (a table run through a linear, then broadcast over the batch): its rows are not
+    samples, so per-sample kernels would mix across them, and silently when their number
+    divides by B. Such a call needs each sample's λ on the whole tensor: one run per λ row."""
+    batched: set = set()
+    reasons = []
+    for node in graph.nodes:
+        inputs = [n for n in node.all_input_nodes if n is not coeffs]
+        if (node.op == "placeholder" and node is not coeffs) or any(n in batched for n in inputs):
+            batched.add(node)
+        if node.op != "call_module" or node in batched:
+            continue
+        module = root.get_submodule(node.target)
+        if any(isinstance(m, TunableLayer) for m in module.modules()):
+            reasons.append(f"{node.target} runs on a tensor that depends on no input (it has no batch axis)")
+    return reasons
+
+
 def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dict[str, str], List[str]]:
     """Patch ``graph`` (traced from ``root`` before its layers were swapped) and build it.
 
@@ -230,6 +249,7 @@ def rewrite_graph(graph: fx.Graph, root: nn.Module) -> Tuple[fx.GraphModule, Dic
             how.setdefault(_reported_name(node.target, reads), "fx")
         graph.erase_node(node)
     _feed_layers(graph, root, coeffs, how, split_reasons)
+    split_reasons += _batch_free_layers(graph, root, coeffs)
     graph.lint()
     gm = fx.GraphModule(root, graph, class_name=f"Tunable{type(root).__name__}Graph")
     return gm, how, split_reasons
