@@ -250,6 +250,56 @@ def test_a_layer_on_a_batch_free_tensor_splits_rows():
     assert tm.split_reasons == ["fc runs on a tensor that depends on no input (it has no batch axis)"]
 
 
+class UntracedBatchFree(BatchFree):
+    """The same, where fx cannot look (a branch on a value): the module path throughout."""
+
+    def forward(self, x):
+        return super().forward(x) if float(x.mean()) > -1e9 else x
+
+
+class UntracedWindows(nn.Module):
+    """Windows folded into the batch (B·2, N/2, C) through a linear, where fx cannot look: the
+    rows are samples' rows, so native per-sample kernels are right and the check must say so."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):  # x (B, N, C)
+        b, n, c = x.shape
+        y = self.fc(x.reshape(b * 2, n // 2, c)).reshape(b, n, c)
+        return y if float(x.mean()) > -1e9 else x
+
+
+def test_the_first_call_check_keeps_native_kernels_where_rows_are_samples():
+    torch.manual_seed(0)
+    tm = tunify(UntracedWindows(), 2).eval()
+    perturb(tm, seed=1)
+    x, lams = torch.randn(4, 6, 4), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
+    with torch.no_grad():
+        out = tm(x, lam=lams)
+        assert tm._graph is None and not tm.split_reasons and tm.tunify_report.per_sample == "native"
+        for i in range(4):
+            assert_close(out[i : i + 1], tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_a_batch_free_layer_where_fx_cannot_look_is_caught_on_the_first_call(training):
+    lams = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
+    torch.manual_seed(0)
+    tm = tunify(UntracedBatchFree(), 2).train(training)
+    assert tm._graph is None and not tm.split_reasons  # the premise: nothing to see before it runs
+    perturb(tm, seed=1)
+    x = torch.randn(4, 3, 5, 5)
+    out = tm(x, lam=lams)
+    assert tm.training == training and all(m.training == training for m in tm.modules())
+    assert len(tm.split_reasons) == 1 and "rows that are not samples" in tm.split_reasons[0]
+    with torch.no_grad():
+        for i in range(4):
+            assert_close(out[i : i + 1].detach(), tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+
+
+
 # -- weight norm and spectral norm -------------------------------------------------------------
 class Normed(nn.Module):
     def __init__(self, new: bool):

@@ -39,7 +39,7 @@ from .parameter import TunableParameter
 from .rows import RowsNotSeparable, row_aligned, run_by_rows
 from .vmap_rows import run_vmapped
 
-__all__ = ["ROWS", "row_owners", "split_at_owners"]
+__all__ = ["ROWS", "output_difference", "quiet", "row_owners", "row_tolerance", "split_at_owners"]
 
 ROWS = "rows"  # TunableParameter.per_sample of a tensor whose owner is run by rows
 
@@ -128,18 +128,18 @@ def prove_vmap(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, gr
     """'' when ``forward`` under vmap (vmap_rows.py) equals it run by rows, already proved
     exact, at these per-sample coefficients on these inputs; else why by rows stays."""
     copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
-    with _quiet(owner, leaves):
+    with quiet(owner, leaves):
         rows = run_by_rows(forward, coeffs, groups, copies(), spec, split, who)
     try:
-        with _quiet(owner, leaves):
+        with quiet(owner, leaves):
             vmapped = run_vmapped(forward, coeffs, copies(), spec, split)
     except Exception as exc:  # noqa: BLE001 - a forward vmap cannot run: by rows it is
         return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
-    err = _difference(vmapped, rows)
-    return "" if err <= _tolerance(leaves) else f"differs from by rows by {err:.1e}"
+    err = output_difference(vmapped, rows)
+    return "" if err <= row_tolerance(leaves) else f"differs from by rows by {err:.1e}"
 
 
-def _tolerance(leaves: list) -> float:
+def row_tolerance(leaves: list) -> float:
     dtype = next((t.dtype for t in leaves if isinstance(t, Tensor) and t.is_floating_point()), torch.float32)
     return 1e-4 if torch.finfo(dtype).bits >= 32 else 1e-2
 
@@ -152,27 +152,28 @@ def prove_rows(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, gr
     switched off and the RNG reseeded for both runs, so only the splitting can differ."""
     shared = coeffs[:1].expand_as(coeffs)
     copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
-    with _quiet(owner, leaves):
+    with quiet(owner, leaves):
         args, kwargs = tree_unflatten(copies(), spec)
         with coeff_scope(shared[0]):
             whole = forward(*args, **kwargs)
     try:
-        with _quiet(owner, leaves):
+        with quiet(owner, leaves):
             parts = run_by_rows(forward, shared, groups, copies(), spec, split, who)
     except Exception as exc:  # noqa: BLE001 - any failure means the rows cannot be run apart
         text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         return f"{who} cannot run on part of its rows ({type(exc).__name__}: {text})"
-    err = _difference(parts, whole)
-    if err <= _tolerance(leaves):
+    err = output_difference(parts, whole)
+    if err <= row_tolerance(leaves):
         return ""
     return (f"{who} does not treat the rows of its input independently: run on each λ row's rows it differs "
             f"from one run on all rows by {err:.1e} of the output's scale at one shared λ")
 
 
 @contextlib.contextmanager
-def _quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
+def quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
     """Dropout modules of ``owner`` off and the RNG at a fixed seed; in training, its buffers
-    (BatchNorm's running statistics) put back after, so the proof leaves no trace."""
+    (BatchNorm's running statistics) put back after where they changed, so the proof leaves no
+    trace (and an unchanged buffer an autograd graph saved keeps its version)."""
     dropouts = [m for m in owner.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.training]
     saved = [(b, b.clone()) for b in owner.buffers()] if any(m.training for m in owner.modules()) else []
     device = next((t.device for t in leaves if isinstance(t, Tensor)), torch.device("cpu"))
@@ -189,10 +190,11 @@ def _quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
         for m in dropouts:
             m.training = True
         for b, copy in saved:
-            b.copy_(copy)
+            if not torch.equal(b, copy):  # only what changed: a write bumps the version autograd saved
+                b.copy_(copy)
 
 
-def _difference(a: Any, b: Any) -> float:
+def output_difference(a: Any, b: Any) -> float:
     """Largest difference of matching tensor outputs relative to b's scale (inf when unlike)."""
     la = [t for t in tree_flatten(a)[0] if isinstance(t, Tensor)]
     lb = [t for t in tree_flatten(b)[0] if isinstance(t, Tensor)]

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from ..lam import LamLike, LamSpace
 from ..layers import TunableModuleLayer, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
@@ -18,6 +18,7 @@ from .graph import COEFFS_INPUT, resync_attrs
 from .owner_search import executing_at_failure, next_owner
 from .owners import owners_summary
 from .report import TunifyReport
+from .row_proof import call_kind, prove_native
 
 __all__ = ["TunableModel", "bake", "hook_memo"]
 
@@ -240,7 +241,9 @@ class TunableModel(nn.Module):
                 out = self._run_by_owners(owners, args, kwargs, coeffs)
                 if step:  # owners found at run time (owner_search.py): say so
                     self.tunify_report.per_sample = owners_summary(self.model, owners)
-                return out
+                if self._proved_native(owners, args, kwargs, coeffs):
+                    return out
+                return split_by_rows(self._run, coeffs, args, kwargs)
             except ValueError as exc:
                 error = exc
                 if step == climbs:
@@ -255,6 +258,29 @@ class TunableModel(nn.Module):
         self.split_reasons.append(reason)
         self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
         return split_by_rows(self._run, coeffs, args, kwargs)
+
+    def _proved_native(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor) -> bool:
+        """Whether native per-sample kernels may stand for this kind of call (row_proof.py):
+        always on the traced graph alone; where fx could not look, once checked against each
+        λ row run alone. False records the reason: every later call runs by rows."""
+        if self._graph is not None and not self.tunify_report.leaves:
+            return True
+        if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
+            return True
+        proved = self.__dict__.setdefault("_native_proofs", set())
+        kind = call_kind(args, kwargs, coeffs)
+        if kind in proved:
+            return True
+        clone = lambda a: a.clone() if isinstance(a, Tensor) else a  # noqa: E731
+        reason = prove_native(self.model, lambda: self._run_by_owners(owners, args, kwargs, coeffs),
+                              lambda: split_by_rows(self._run, coeffs, tree_map(clone, args), tree_map(clone, kwargs)),
+                              tree_flatten((args, kwargs))[0])
+        if not reason:
+            proved.add(kind)
+            return True
+        self.split_reasons.append(reason)
+        self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
+        return False
 
     def _run_by_owners(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
         clone = lambda a: a.clone() if isinstance(a, Tensor) else a  # noqa: E731
