@@ -351,3 +351,45 @@ def test_guard_names_the_first_differing_layer():
     with pytest.raises(ConversionMismatch, match=r"first differing layer: conv \(Conv2d\)"):
         tunify(m, 2, example_inputs=x)
     tunify(m, 2, example_inputs=x, exclude=["conv"])  # the fix the message suggests
+
+
+# -- a weight-like tensor no per-sample form can hold: the report says what to exclude -----------
+class _Gain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor([0.5]))
+
+    def value(self) -> float:  # read through a method, as a Python float (HVICIDNet's density_k)
+        return float(self.k)
+
+
+class ScalarAsFloat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gain = _Gain()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) * self.gain.value()
+
+
+def test_a_tensor_no_sample_can_hold_is_named_with_the_exclusion_that_helps():
+    lams = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]])
+    x = torch.randn(3, 3, 6, 6)
+    torch.manual_seed(0)
+    tm = tunify(ScalarAsFloat(), 2).eval()
+    perturb(tm, seed=1)
+    with torch.no_grad():
+        out = tm(x, lam=lams)
+        for i in range(3):
+            assert_close(out[i : i + 1], tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+    assert "gain.k, a weight-like tensor of shape (1,)" in tm.tunify_report.per_sample
+    assert "exclude=['gain.k'] keeps that tensor plain" in tm.tunify_report.per_sample
+    torch.manual_seed(0)
+    kept = tunify(ScalarAsFloat(), 2, exclude=["gain.k"]).eval()  # taking the advice
+    perturb(kept, seed=1)
+    with torch.no_grad():
+        out = kept(x, lam=lams)
+        for i in range(3):
+            assert_close(out[i : i + 1], kept(x[i : i + 1], lam=lams[i]), rel=1e-5)
+    assert kept.tunify_report.per_sample == "native" and not kept.split_reasons

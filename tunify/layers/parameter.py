@@ -26,17 +26,19 @@ def broadcastable(shape: tuple) -> bool:
     return len(shape) >= 2 and shape[0] == 1
 
 
-def mix_parameter(stack: Tensor, coeffs: Tensor, per_sample: str) -> Tensor:
-    """stack (K, *S); coeffs (K,) → (*S); coeffs (N, K) → (N, *S[1:]) when S[0] == 1."""
+def mix_parameter(stack: Tensor, coeffs: Tensor, per_sample: str, name: str = "") -> Tensor:
+    """stack (K, *S); coeffs (K,) → (*S); coeffs (N, K) → (N, *S[1:]) when S[0] == 1.
+    ``name``: the tensor's path in the model, for the error."""
     if coeffs.dim() == 1:
         return cached_mix(stack, coeffs, mix)
     if per_sample != "broadcast":  # a ValueError too: the model then runs each λ row whole
         raise RowsNotSeparable(
-            "a weight-like tensor of shape "
-            f"{tuple(stack.shape[1:])} cannot hold one value per sample"
+            (f"{name}, " if name else "") + "a weight-like tensor of shape "
+            f"{tuple(stack.shape[1:])}, cannot hold one value per sample"
             + (" and was read outside the module that owns it" if per_sample == "rows" else "")
             + "; the tunified model should have split the batch by λ. Call the model itself "
-            "(tm(x, lam=λ)), or pass one λ shared by the batch."
+            "(tm(x, lam=λ)), or pass one λ shared by the batch.",
+            tensor=name,
         )
     return mix(stack.squeeze(1), coeffs)
 
@@ -48,8 +50,10 @@ class TunableParameter(TunableLayer):
     its original is the stack (K, *S).
     """
 
-    def __init__(self, shape: tuple, num_kernels: int, zero_tail: bool = False, per_sample: Optional[str] = None):
+    def __init__(self, shape: tuple, num_kernels: int, zero_tail: bool = False, per_sample: Optional[str] = None,
+                 name: str = ""):
         super().__init__()
+        self.name = name  # its path in the model ("trans.density_k"), named in errors
         self.num_kernels = int(num_kernels)
         self.shape = tuple(shape)
         self.zero_tail = zero_tail
@@ -62,7 +66,7 @@ class TunableParameter(TunableLayer):
             if memo is None:
                 memo = self.__dict__["_kernel_memo"] = KernelMemo()
             return memo.get((stack,), coeffs, mix)[0]
-        return mix_parameter(stack, coeffs, self.per_sample)
+        return mix_parameter(stack, coeffs, self.per_sample, self.name)
 
     def right_inverse(self, tensor: Tensor) -> Tensor:
         if tensor.shape == (self.num_kernels, *self.shape):  # already a stack (load_state_dict)

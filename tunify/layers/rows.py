@@ -24,7 +24,12 @@ __all__ = ["RowsNotSeparable", "row_aligned", "run_by_rows"]
 class RowsNotSeparable(RuntimeError, ValueError):
     """A per-sample λ cannot be followed here. A ValueError, so the tunified model falls back
     to running the whole model once per distinct λ row (exact) and reports the reason; a
-    RuntimeError as well, which weight-like tensors raised before this class existed."""
+    RuntimeError as well, which weight-like tensors raised before this class existed.
+    ``tensor``: the path of the weight-like tensor that could not follow, when one is known."""
+
+    def __init__(self, message: str, tensor: str = "") -> None:
+        super().__init__(message)
+        self.tensor = tensor
 
 
 def row_aligned(leaves: Sequence[Any], samples: int, who: str) -> tuple:

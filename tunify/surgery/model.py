@@ -255,6 +255,8 @@ class TunableModel(nn.Module):
                     break
                 owners.append(found)
         reason = f"per-sample kernels cannot follow the batch here ({str(error).splitlines()[0][:160]})"
+        if getattr(error, "tensor", ""):  # what a user can do about it
+            reason += f"; exclude=[{error.tensor!r}] keeps that tensor plain and the rest per sample"
         self.split_reasons.append(reason)
         self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
         return split_by_rows(self._run, coeffs, args, kwargs)

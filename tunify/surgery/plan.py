@@ -145,10 +145,13 @@ def apply_plan(model: nn.Module, plan: Plan, space: LamSpace, rank: Optional[int
     ]
     for parent, slot, child in slots:
         parent._modules[slot] = tunable_for(child)
+    names = {id(m): n for n, m in model.named_modules()}
     for owner, pname in plan.params.values():
         shape = tuple(owner._parameters[pname].shape)
         # Read by code no graph sees (module path, kept-whole modules), a (1, C, 1, 1) scale meets
         # a (B, C, H, W) map; any other shape may line its leading 1 up with a non-batch axis.
         per_sample = "broadcast" if len(shape) == 4 and shape[0] == 1 else "split"
-        parametrize.register_parametrization(owner, pname, TunableParameter(shape, k, zero_tail, per_sample), unsafe=True)
+        name = f"{names[id(owner)]}.{pname}" if names.get(id(owner)) else pname
+        parametrize.register_parametrization(owner, pname, TunableParameter(shape, k, zero_tail, per_sample, name),
+                                             unsafe=True)
     return model
