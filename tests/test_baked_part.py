@@ -155,3 +155,17 @@ def test_threads_at_different_lams_each_get_their_own():
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert wrong == [0, 0]
+
+
+def test_inference_mode_takes_the_fast_path_and_follows_edits():
+    tm, x = _tm(), torch.rand(4, 3, 6, 6)
+    with torch.inference_mode():
+        for _ in range(3):
+            out = tm(x, lam=LAM)
+    assert isinstance(tm.__dict__.get("_fast"), FastShared)
+    torch.testing.assert_close(out, _slow(tm, x, LAM), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        tm.model.block.fc.weights.add_(0.4)
+    with torch.inference_mode():
+        out = tm(x, lam=LAM)
+    torch.testing.assert_close(out, _slow(tm, x, LAM), atol=1e-6, rtol=0)

@@ -192,7 +192,8 @@ class TunableModel(nn.Module):
         key = None if torch.compiler.is_compiling() else _memo_key(lam, batch, ref)  # a compiled graph must not guard on ids
         memo = self.__dict__.get("_coeff_memo")
         if key is not None and memo is not None and memo[0] == key and memo[2] is self.lam_space \
-                and (not isinstance(lam, Tensor) or memo[3] is lam):
+                and (not isinstance(lam, Tensor) or memo[3] is lam) \
+                and (not memo[1].is_inference() or torch.is_inference_mode_enabled()):  # autograd refuses those
             return memo[1]
         valid = self.lam_space.validate(lam, batch, device=ref.device, dtype=ref.dtype)
         if valid.dim() == 2 and bool((valid == valid[:1]).all()):
