@@ -44,6 +44,23 @@ def perturb(tm: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> None:
                 p[k].add_(torch.randn(p[k].shape, generator=g) * (scale * ref if ref > 0 else 0.1))
 
 
+def jittered_tunable(cls, seed: int = 0) -> torch.nn.Module:
+    """``cls()`` made tunable (p=2), eval mode, every parameter jittered so that a stale or
+    wrong mixture shows."""
+    from tunify import tunify
+
+    torch.manual_seed(seed)
+    return jitter(tunify(cls(), 2).eval(), 0.1, seed)
+
+
+def warm_fast(tm: torch.nn.Module, x: torch.Tensor, lam) -> object:
+    """Three no-grad calls at one λ (the second builds the fast path, the third runs it); the fast path."""
+    with torch.no_grad():
+        for _ in range(3):
+            tm(x, lam=lam)
+    return tm.__dict__.get("_fast")
+
+
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4) -> None:
     """Close relative to the output's own scale (deep nets reach large values)."""
     scale = expected.abs().max().item() + 1e-6

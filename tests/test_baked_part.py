@@ -4,9 +4,9 @@ import copy
 
 import torch
 from torch import nn
-from conftest import jitter
+from conftest import jittered_tunable, warm_fast
 
-from tunify import bake, tunify
+from tunify import bake
 from tunify.surgery.fast import FastShared, FastWhole
 
 LAM, OTHER = [0.3, 0.7], [0.8, 0.2]
@@ -52,15 +52,11 @@ class Untraceable(nn.Module):
 
 
 def _tm(cls=Net, seed=0):
-    torch.manual_seed(seed)
-    return jitter(tunify(cls(), 2).eval(), 0.1, seed)  # kernels differ, so a stale or wrong mixture shows
+    return jittered_tunable(cls, seed)
 
 
 def _warm(tm, x, lam=LAM):
-    with torch.no_grad():
-        for _ in range(3):
-            tm(x, lam=lam)
-    return tm.__dict__.get("_fast")
+    return warm_fast(tm, x, lam)
 
 
 def _slow(tm, x, lam):

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 from torch import nn
-from conftest import jitter
+from conftest import jittered_tunable, warm_fast
 
 from tunify import bake, tunify
 from tunify.surgery.fast import FastShared
@@ -28,15 +28,11 @@ class Net(nn.Module):
 
 
 def _tm(seed=0):
-    torch.manual_seed(seed)
-    return jitter(tunify(Net(), 2).eval(), 0.1, seed)  # kernels differ, so a stale or wrong mixture shows
+    return jittered_tunable(Net, seed)
 
 
 def _warm(tm, x, lam=LAM):
-    with torch.no_grad():
-        for _ in range(3):
-            tm(x, lam=lam)
-    fast = tm.__dict__.get("_fast")
+    fast = warm_fast(tm, x, lam)
     assert isinstance(fast, FastShared) and {type(m).__name__ for m in fast.layers} == {"TunableConv2d", "TunableLinear"}
     assert len(fast.layers) == 3  # a, b and fc; the reflect-padded conv runs as its layer
     assert len(fast.folds) == 1  # gamma's mixture, held once per λ

@@ -45,6 +45,24 @@ def _check_tunable(model: nn.Module, x, rel: float = 1e-5, **kw):
 
 
 # -- a forward that writes a layer's weight (re-parameterised blocks in eval mode) -------------
+def _tunified(cls, **kw) -> nn.Module:
+    """``cls()`` made tunable (p=2) in eval mode, its kernels perturbed so that routing shows."""
+    torch.manual_seed(0)
+    tm = tunify(cls(), 2, **kw).eval()
+    perturb(tm, seed=1)
+    return tm
+
+
+@torch.no_grad()
+def _rows_are_separate_runs(tm: nn.Module, out: torch.Tensor, x: torch.Tensor, lams: torch.Tensor) -> None:
+    """Each row of the per-sample output ``out`` equals its sample run alone at its own λ."""
+    for i in range(x.shape[0]):
+        assert_close(out[i : i + 1].detach(), tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+
+
+LAMS4 = torch.cat([LAMS, torch.tensor([[0.6, 0.4]])])
+
+
 class Reparam(nn.Module):
     """Eval forward rebuilds `fused` from two branches, as SPAN's Conv3XC does."""
 
@@ -238,15 +256,10 @@ class BatchFree(nn.Module):
 
 
 def test_a_layer_on_a_batch_free_tensor_splits_rows():
-    lams = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
-    torch.manual_seed(0)
-    tm = tunify(BatchFree(), 2).eval()
-    perturb(tm, seed=1)
+    tm = _tunified(BatchFree)
     x = torch.randn(4, 3, 5, 5)
     with torch.no_grad():
-        out = tm(x, lam=lams)
-        for i in range(4):
-            assert_close(out[i : i + 1], tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+        _rows_are_separate_runs(tm, tm(x, lam=LAMS4), x, LAMS4)
     assert tm.split_reasons == ["fc runs on a tensor that depends on no input (it has no batch axis)"]
 
 
@@ -272,31 +285,23 @@ class UntracedWindows(nn.Module):
 
 
 def test_the_first_call_check_keeps_native_kernels_where_rows_are_samples():
-    torch.manual_seed(0)
-    tm = tunify(UntracedWindows(), 2).eval()
-    perturb(tm, seed=1)
-    x, lams = torch.randn(4, 6, 4), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
+    tm = _tunified(UntracedWindows)
+    x = torch.randn(4, 6, 4)
     with torch.no_grad():
-        out = tm(x, lam=lams)
+        out = tm(x, lam=LAMS4)
         assert tm._graph is None and not tm.split_reasons and tm.tunify_report.per_sample == "native"
-        for i in range(4):
-            assert_close(out[i : i + 1], tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+        _rows_are_separate_runs(tm, out, x, LAMS4)
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_a_batch_free_layer_where_fx_cannot_look_is_caught_on_the_first_call(training):
-    lams = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
-    torch.manual_seed(0)
-    tm = tunify(UntracedBatchFree(), 2).train(training)
+    tm = _tunified(UntracedBatchFree).train(training)
     assert tm._graph is None and not tm.split_reasons  # the premise: nothing to see before it runs
-    perturb(tm, seed=1)
     x = torch.randn(4, 3, 5, 5)
-    out = tm(x, lam=lams)
+    out = tm(x, lam=LAMS4)
     assert tm.training == training and all(m.training == training for m in tm.modules())
     assert len(tm.split_reasons) == 1 and "rows that are not samples" in tm.split_reasons[0]
-    with torch.no_grad():
-        for i in range(4):
-            assert_close(out[i : i + 1].detach(), tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+    _rows_are_separate_runs(tm, out, x, LAMS4)
 
 
 
@@ -374,22 +379,13 @@ class ScalarAsFloat(nn.Module):
 
 
 def test_a_tensor_no_sample_can_hold_is_named_with_the_exclusion_that_helps():
-    lams = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]])
     x = torch.randn(3, 3, 6, 6)
-    torch.manual_seed(0)
-    tm = tunify(ScalarAsFloat(), 2).eval()
-    perturb(tm, seed=1)
+    tm = _tunified(ScalarAsFloat)
     with torch.no_grad():
-        out = tm(x, lam=lams)
-        for i in range(3):
-            assert_close(out[i : i + 1], tm(x[i : i + 1], lam=lams[i]), rel=1e-5)
+        _rows_are_separate_runs(tm, tm(x, lam=LAMS), x, LAMS)
     assert "gain.k, a weight-like tensor of shape (1,)" in tm.tunify_report.per_sample
     assert "exclude=['gain.k'] keeps that tensor plain" in tm.tunify_report.per_sample
-    torch.manual_seed(0)
-    kept = tunify(ScalarAsFloat(), 2, exclude=["gain.k"]).eval()  # taking the advice
-    perturb(kept, seed=1)
+    kept = _tunified(ScalarAsFloat, exclude=["gain.k"])  # taking the advice
     with torch.no_grad():
-        out = kept(x, lam=lams)
-        for i in range(3):
-            assert_close(out[i : i + 1], kept(x[i : i + 1], lam=lams[i]), rel=1e-5)
+        _rows_are_separate_runs(kept, kept(x, lam=LAMS), x, LAMS)
     assert kept.tunify_report.per_sample == "native" and not kept.split_reasons

@@ -31,7 +31,7 @@ with torch.no_grad():
 assert y.shape == (1, 3, 32, 32), y.shape
 page = resources.files("tunify.demo").joinpath("page.html").read_bytes()
 server, _ = serve(tm, name="wheel", port=0, background=True)
-host, port = server.server_address[:2]
+host, port = server.server_address[:2]  # loopback: the demo server started just above, no network
 served = urllib.request.urlopen(f"http://{host}:{port}/", timeout=60).read()
 info = json.loads(urllib.request.urlopen(f"http://{host}:{port}/api/info", timeout=60).read())
 server.shutdown()

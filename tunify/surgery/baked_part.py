@@ -23,14 +23,14 @@ from __future__ import annotations
 import copy
 import itertools
 import operator
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..layers import TunableConv2d, TunableConvTranspose2d, TunableLayer, TunableLinear, TunableParameter
 
-__all__ = ["BakedPart", "PartWatch", "bakeable", "strip_tunable_parametrizations"]
+__all__ = ["BakedPart", "PartWatch", "bakeable", "strip_tunable_parametrizations", "swap_children"]
 
 # Layers whose plain form is their original module with one mixed weight and bias.
 _ONE_WEIGHT = (TunableConv2d, TunableConvTranspose2d, TunableLinear)
@@ -81,27 +81,35 @@ def strip_tunable_parametrizations(module: nn.Module, value: Any) -> None:
         setattr(module, name, nn.Parameter(value(name, stack), requires_grad=stack.requires_grad))
 
 
+def swap_children(root: nn.Module, select: Callable[[nn.Module], bool],
+                  make: Callable[[nn.Module], nn.Module]) -> List[Tuple[nn.Module, nn.Module]]:
+    """Replace every module in ``root``'s tree for which ``select`` holds by ``make(module)``,
+    once per distinct module (a layer called from two places stays one layer); the
+    (old, new) pairs. ``root`` itself is not replaced."""
+    done: Dict[int, Tuple[nn.Module, nn.Module]] = {}
+    for parent in list(root.modules()):
+        for slot, child in list(parent._modules.items()):
+            if child is not None and select(child):
+                if id(child) not in done:
+                    done[id(child)] = (child, make(child))
+                parent._modules[slot] = done[id(child)][1]
+    return list(done.values())
+
+
 class BakedPart:
     """A plain copy of a kept-whole ``module`` (see the module docstring)."""
 
-    def __init__(self, module: nn.Module, memo: dict) -> None:
+    def __init__(self, module: nn.Module) -> None:
         # Every tensor is shared; the layers' stacks too, since to_plain mixes them anew.
-        for t in itertools.chain(module.parameters(), module.buffers()):
-            memo[id(t)] = t
-        plain = copy.deepcopy(module, memo)
+        plain = copy.deepcopy(module, {id(t): t for t in itertools.chain(module.parameters(), module.buffers())})
         pairs = list(zip(module.modules(), plain.modules()))  # the same tree, before any swap
         self.pairs = pairs
-        self.layers: List[Tuple[nn.Module, nn.Module]] = []  # (plain conv/linear, tunable original)
-        self.params: List[Tuple[nn.Module, str, nn.Module]] = []  # (plain owner, name, original owner)
         original_of = {id(c): o for o, c in pairs}
-        done: dict = {}
+        uniform = lambda layer: layer.to_plain(layer.weights.new_full((layer.num_kernels,), 1 / layer.num_kernels))  # noqa: E731
+        # (plain conv/linear, tunable original); refill points the plain ones at the originals' mixtures
+        self.layers = [(new, original_of[id(old)]) for old, new in swap_children(plain, lambda c: type(c) in _ONE_WEIGHT, uniform)]
+        self.params: List[Tuple[nn.Module, str, nn.Module]] = []  # (plain owner, name, original owner)
         for parent in list(plain.modules()):
-            for slot, child in list(parent._modules.items()):
-                if type(child) in _ONE_WEIGHT:
-                    if id(child) not in done:  # a layer called from two places stays one layer
-                        done[id(child)] = child.to_plain(child.weights.new_full((child.num_kernels,), 1 / child.num_kernels))
-                        self.layers.append((done[id(child)], original_of[id(child)]))
-                    parent._modules[slot] = done[id(child)]
             names = [n for n, _ in _tunable_parametrizations(parent)]
             if names:
                 strip_tunable_parametrizations(parent, lambda n, stack: stack[0].detach().clone())
@@ -113,7 +121,6 @@ class BakedPart:
         kept = {id(m) for m in plain.modules()}
         live = [(o, c) for o, c in pairs if id(c) in kept]
         self.originals = [o for o, _ in live] + [layer for _, layer in self.layers]
-        self.flags = [o.training for o in self.originals]
         self.shared = [(d, k, t) for o, c in pairs for od, cd in ((o._parameters, c._parameters), (o._buffers, c._buffers))
                        for k, t in od.items() if t is not None and cd.get(k) is t
                        for d in ((od, cd) if id(c) in kept else (od,))]
@@ -127,7 +134,6 @@ class BakedPart:
             return False
         for o, c in self.pairs:
             c.training = o.training
-        self.flags = [o.training for o in self.originals]
         held = []
         for plain, layer in self.layers:
             weight, bias = layer.shared_kernels(canon)
@@ -151,7 +157,7 @@ class BakedPart:
     def watched(self) -> List[Tensor]:
         """What the caller checks on every call, as the fast graph checks its own layers: the
         versions of these tensors (the originals' stacks, the held mixtures), and with
-        ``self.shared`` (identity), ``self.originals`` (training flags as ``self.flags``, no hooks)."""
+        ``self.shared`` (identity), ``self.originals`` (training flags, no hooks)."""
         out = []
         for _, layer in self.layers:
             out += [layer._parameters["weights"]] + ([layer._parameters["biases"]] if layer.biases is not None else [])

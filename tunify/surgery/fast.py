@@ -103,7 +103,7 @@ class FastShared:
             elif module is not None and bakeable(module) and not _hooked(module):
                 if id(module) not in part_of:  # a block called twice is one copy
                     part_of[id(module)] = f"_tunify_m{len(self.parts)}"
-                    self.parts.append(BakedPart(module, {}))
+                    self.parts.append(BakedPart(module))
                 env[node] = graph.call_module(part_of[id(module)], *fx.node.map_arg((node.args, node.kwargs), lambda n: env[n]))
             elif _foldable(node, coeffs):
                 extra = (None,) if node.target is mix_operand else (node.args[2], None) \
@@ -123,6 +123,7 @@ class FastShared:
         for name in self.slots:  # plain attributes, read by the generated code as self._tunify_...
             self.gm._buffers.pop(name, None)
             self.gm.__dict__[name] = None
+        self.held = self.gm.__dict__  # where _refill puts the mixed kernels and folds
         self.canon: Optional[Tensor] = None  # set by _refill, with what _valid compares against
         self.lock = threading.Lock()  # held by the one thread running the fast graph
 
@@ -156,7 +157,7 @@ class FastShared:
     def _refill(self, canon: Tensor) -> bool:
         """Mix every held value at ``canon`` with the very code the layers and the graph run
         (the layers' memos included); False when a bypassed layer has hooks."""
-        held = self.gm.__dict__
+        held = self.held
         for i, layer in enumerate(self.layers):
             if layer._forward_hooks or layer._forward_pre_hooks:
                 self.canon = None
@@ -210,20 +211,12 @@ class FastWhole(FastShared):
     as one ``BakedPart``, checked and refilled as the fast graph checks its blocks."""
 
     def __init__(self, model: nn.Module) -> None:  # noqa: super().__init__ builds a graph; none here
-        self.parts = [BakedPart(model, {})]
+        self.parts = [BakedPart(model)]
         self.part_watch = PartWatch(self.parts)
-        self.layers, self.folds, self.canon = [], [], None
+        # No bypassed layers or folds: FastShared's checks and refill run over empty lists.
+        self.layers, self.folds, self.stacks, self.slots, self.held = [], [], [], [], {}
+        self.canon: Optional[Tensor] = None
         self.lock = threading.Lock()
-
-    def _valid(self) -> bool:
-        return self.gen == cache_generation() and self.part_watch.ok()
-
-    def _refill(self, canon: Tensor) -> bool:
-        if not self.part_watch.refill(canon):
-            self.canon = None
-            return False
-        self.gen, self.canon = cache_generation(), canon
-        return True
 
     def _call(self, args: tuple, kwargs: dict, coeffs: Tensor, coeffs_input: str) -> Any:
         return self.parts[0].module.forward(*args, **kwargs)  # private and hook-free, as above

@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from ..lam import LamLike, LamSpace
 from ..layers import TunableModuleLayer, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
-from .baked_part import strip_tunable_parametrizations
+from .baked_part import strip_tunable_parametrizations, swap_children
 from .config import TunifyConfig
 from .fast import fast_eligible, fast_for
 from .graph import COEFFS_INPUT, resync_attrs
@@ -38,6 +38,11 @@ def hook_memo(model: nn.Module, memo: Optional[dict] = None) -> dict:
             if isinstance(tensor, Tensor) and id(tensor) not in memo:
                 memo[id(tensor)] = tensor.detach().clone()
     return memo
+
+
+def _clone(a: Any) -> Any:
+    """Tensors cloned, anything else as is: some forwards change their input in place."""
+    return a.clone() if isinstance(a, Tensor) else a
 
 
 def _first_batch(args: tuple, kwargs: dict) -> Optional[int]:
@@ -258,9 +263,13 @@ class TunableModel(nn.Module):
         reason = f"per-sample kernels cannot follow the batch here ({str(error).splitlines()[0][:160]})"
         if getattr(error, "tensor", ""):  # what a user can do about it
             reason += f"; exclude=[{error.tensor!r}] keeps that tensor plain and the rest per sample"
+        self._split_from_now(reason)
+        return split_by_rows(self._run, coeffs, args, kwargs)
+
+    def _split_from_now(self, reason: str) -> None:
+        """Every later per-sample call runs each distinct λ row on the shared path, and says why."""
         self.split_reasons.append(reason)
         self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
-        return split_by_rows(self._run, coeffs, args, kwargs)
 
     def _proved_native(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor) -> bool:
         """Whether native per-sample kernels may stand for this kind of call (row_proof.py):
@@ -274,22 +283,19 @@ class TunableModel(nn.Module):
         kind = call_kind(args, kwargs, coeffs)
         if kind in proved:
             return True
-        clone = lambda a: a.clone() if isinstance(a, Tensor) else a  # noqa: E731
         reason = prove_native(self.model, lambda: self._run_by_owners(owners, args, kwargs, coeffs),
-                              lambda: split_by_rows(self._run, coeffs, tree_map(clone, args), tree_map(clone, kwargs)),
+                              lambda: split_by_rows(self._run, coeffs, tree_map(_clone, args), tree_map(_clone, kwargs)),
                               tree_flatten((args, kwargs))[0])
         if not reason:
             proved.add(kind)
             return True
-        self.split_reasons.append(reason)
-        self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
+        self._split_from_now(reason)
         return False
 
     def _run_by_owners(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
-        clone = lambda a: a.clone() if isinstance(a, Tensor) else a  # noqa: E731
         by_rows = split_at_owners(owners, self.__dict__.setdefault("_row_proofs", {})) if owners else contextlib.nullcontext()
         with by_rows:
-            return self._run(*tree_map(clone, args), coeffs=coeffs, **tree_map(clone, kwargs))
+            return self._run(*tree_map(_clone, args), coeffs=coeffs, **tree_map(_clone, kwargs))
 
     def _graph_takes(self, args: tuple, kwargs: dict) -> bool:
         """Whether the traced graph can run this call: it fixed every argument with a default
@@ -358,13 +364,7 @@ def bake(tm: TunableModel, lam: LamLike) -> nn.Module:
     plain = copy.deepcopy(tm.model, hook_memo(tm.model))
     if isinstance(plain, TunableModuleLayer):
         return plain.to_plain(coeffs)
-    baked: dict = {}
-    for _, parent in list(plain.named_modules(remove_duplicate=False)):
-        for slot, child in list(parent._modules.items()):
-            if isinstance(child, TunableModuleLayer):
-                if id(child) not in baked:
-                    baked[id(child)] = child.to_plain(coeffs)
-                parent._modules[slot] = baked[id(child)]
+    swap_children(plain, lambda c: isinstance(c, TunableModuleLayer), lambda c: c.to_plain(coeffs))
     for module in list(plain.modules()):
         strip_tunable_parametrizations(module, lambda name, stack: mix(stack, coeffs).clone())
     return plain
