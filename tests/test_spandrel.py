@@ -62,11 +62,9 @@ def _perturb(tm: nn.Module, seed: int = 1) -> None:
             p[k].add_(torch.randn(p[k].shape, generator=g) * (0.2 * ref if ref > 0 else 0.05))
 
 
-@pytest.fixture(scope="module", params=ENTRIES, ids=[e.arch for e in ENTRIES])
-def case(request, tmp_path_factory) -> Case:
-    entry: SpandrelEntry = request.param
-    if entry.slow and not SLOW:
-        pytest.skip(f"{entry.slow}; run with TUNIFY_SLOW=1")
+def _through_a_file(entry: SpandrelEntry, tmp_path_factory):
+    """``entry`` built with random init (no zero tensors left), saved as a user's file and
+    loaded back through spandrel: (descriptor, path)."""
     torch.manual_seed(0)
     built = entry.build().eval()
     with torch.no_grad():
@@ -84,6 +82,50 @@ def case(request, tmp_path_factory) -> Case:
         save_file({k: v.clone() for k, v in state.items()}, path)
     descriptor = load_model_file(path)
     assert str(descriptor.architecture.id) == entry.arch
+    return descriptor, path
+
+
+def _assert_accounted(model: nn.Module, report) -> None:
+    """Every conv/linear of ``model`` converted, or skipped (itself or inside a skipped module) with a reason."""
+    layers = {n for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    accounted = {c.name for c in report.converted} | {a for c in report.converted for a in c.aliases}
+    skipped = {s.name: s.reason for s in report.skipped}
+    inside_skipped = {n for n in layers if any(n.startswith(s + ".") for s in skipped)}
+    assert layers <= accounted | set(skipped) | inside_skipped, sorted(layers - accounted - set(skipped))[:5]
+    assert all(reason for reason in skipped.values())
+    assert report.converted
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.slow], ids=lambda e: e.arch)
+def test_the_full_size_architectures_convert_and_are_exact_at_init(entry, tmp_path_factory):
+    """GFPGAN and LaMa exist only at their official sizes, where the full checks below need
+    TUNIFY_SLOW=1; this much runs everywhere: from the file, every layer accounted for, every
+    kernel a copy of the pretrained weight, one sample equal to the original at a shared λ,
+    bake the original's types."""
+    descriptor, _ = _through_a_file(entry, tmp_path_factory)
+    original = {k: v.clone() for k, v in descriptor.model.state_dict().items()}
+    tm = tunify(descriptor, 2)
+    _assert_accounted(descriptor.model, tm.tunify_report)
+    checked = 0
+    for name, stack in tm.state_dict().items():
+        for plain in _original_names(name):
+            if plain in original:
+                assert all(torch.equal(stack[k], original[plain]) for k in range(stack.shape[0])), name
+                checked += 1
+    assert checked >= len(tm.tunify_report.converted)
+    one = tuple(a[:1] for a in entry.inputs())  # GFPGAN: ~6 s a forward at 512² on one thread
+    with torch.no_grad():
+        _close(_call(tm.eval(), one, lam=[0.4, 0.6]), _call(descriptor.model.eval(), one))
+    plain = bake(tm, [0.5, 0.5])
+    assert sorted(type(m).__name__ for m in plain.modules()) == sorted(type(m).__name__ for m in descriptor.model.modules())
+
+
+@pytest.fixture(scope="module", params=ENTRIES, ids=[e.arch for e in ENTRIES])
+def case(request, tmp_path_factory) -> Case:
+    entry: SpandrelEntry = request.param
+    if entry.slow and not SLOW:
+        pytest.skip(f"{entry.slow}; run with TUNIFY_SLOW=1")
+    descriptor, path = _through_a_file(entry, tmp_path_factory)
     model = descriptor.model.eval()
     args = entry.inputs()
     tm = tunify(descriptor, ["fidelity", "perception"], example_inputs=args).eval()  # the guard runs
@@ -92,14 +134,7 @@ def case(request, tmp_path_factory) -> Case:
 
 
 def test_every_layer_converted_or_skipped_with_a_reason(case: Case):
-    report = case.tm.tunify_report
-    layers = {n for n, m in case.model.named_modules() if isinstance(m, LAYER_TYPES)}
-    accounted = {c.name for c in report.converted} | {a for c in report.converted for a in c.aliases}
-    skipped = {s.name: s.reason for s in report.skipped}
-    inside_skipped = {n for n in layers if any(n.startswith(s + ".") for s in skipped)}
-    assert layers <= accounted | set(skipped) | inside_skipped, sorted(layers - accounted - set(skipped))[:5]
-    assert all(reason for reason in skipped.values())
-    assert report.converted
+    _assert_accounted(case.model, case.tm.tunify_report)
 
 
 @torch.no_grad()
