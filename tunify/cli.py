@@ -103,6 +103,7 @@ def _report(recipe, run, seconds: float) -> str:
 def _train(args: argparse.Namespace) -> int:
     from .training import run_recipe
     from .training.guard import RunExistsError
+    from .training.setup import leave_distributed
 
     recipe = _read_recipe(args)
     start = time.perf_counter()
@@ -110,7 +111,12 @@ def _train(args: argparse.Namespace) -> int:
         run = run_recipe(recipe, resume=args.resume, stop_after=args.stop_after,
                          allow_changed_recipe=args.allow_changed_recipe)
     except RunExistsError as exc:
+        leave_distributed(wait=False)
         raise _explain_existing(exc, args) from None
+    except BaseException:
+        leave_distributed(wait=False)
+        raise
+    leave_distributed()
     if run.files:
         print(f"\nwrote {', '.join(str(p) for p in run.files.values())}")
     print(_report(recipe, run, time.perf_counter() - start))

@@ -27,7 +27,7 @@ from .guard import RecipeChangedError, recipe_changes
 from .recipe import OptimSpec, Recipe
 from .stage import Stage
 
-__all__ = ["TrainState", "build_state", "distributed", "lr_factor", "existing_checkpoint"]
+__all__ = ["TrainState", "build_state", "distributed", "leave_distributed", "lr_factor", "existing_checkpoint"]
 
 
 def distributed() -> Tuple[int, int, int]:
@@ -37,6 +37,17 @@ def distributed() -> Tuple[int, int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
     return 0, 1, 0
+
+
+def leave_distributed(wait: bool = True) -> None:
+    """Leave the process group (a torchrun worker, before it exits), after every rank got
+    here when ``wait`` (a failed rank does not wait: the others may never arrive). Left to the
+    interpreter's teardown, gloo's threads were still running when the group was destroyed
+    and a rank aborted ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def lr_factor(optim: OptimSpec) -> Callable[[int], float]:
