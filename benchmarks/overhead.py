@@ -7,7 +7,9 @@ swing 2-5x run to run, ratios within a round do not. Budgets are in rounds, not 
 Sections (issue 13's table):
   inference  B=1 shared λ, baked; B=4/8 per-sample λ (a fresh λ every call), beside the
              anchors: the unofficial port's re-mix on every call (naive) and timm CondConv2d
-             (both convs only, see overhead_anchors.py)
+             (both convs only, see overhead_anchors.py); and the per-sample floor: the plain
+             net plus, per tunable layer, the cheaper of building B mixed kernels or running
+             its K kernels (overhead_floor.py)
   training   one step (forward, backward, AdamW) at B=8 with per-sample λ; the floor is the
              plain step with the optimizer over p× parameters swapped in
   memory     peak resident memory of a training step (a fresh process per variant)
@@ -31,6 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from overhead_anchors import ANCHOR_LAM, CondConvAnchor, NaiveTunableConv2d, with_anchor  # noqa: E402
+from overhead_floor import floor_model  # noqa: E402
 
 from tunify import bake, tunify  # noqa: E402
 from tunify.archs import create_model  # noqa: E402
@@ -99,8 +102,10 @@ def inference(name: str, make, size: int, rounds: int) -> list:
     rows.append({"model": name, "B": 1, "size": size, "lam": "shared", **r})
     for b in (4, 8):
         x = torch.randn(b, 3, size, size)
+        floor = floor_model(model, tm, b)
         r = interleaved({
             "plain": lambda: model(x), "per_sample": lambda: tm(x, lam=lam_rows(x.shape[0])),
+            "floor": lambda: floor(x),  # the plain net plus the least extra a per-sample λ needs
             "naive": lambda: _anchor(naive, lambda: lam_rows(x.shape[0]))(x),
             "condconv": lambda: _anchor(cond, lambda: lam_rows(x.shape[0]))(x),
             # the whole model once per λ row: what models with indexed tables did before their
@@ -108,6 +113,7 @@ def inference(name: str, make, size: int, rounds: int) -> list:
             "whole": lambda: tm(x, lam=lam_rows(x.shape[0]), group_by_lam=True),
         }, rounds)
         owners = tm.tunify_report.per_sample.startswith("native, except")
+        r["floor_layers"] = {k: sum(v == k for v in floor.floor_choice.values()) for k in ("mix", "wide")}
         rows.append({"model": name, "B": b, "size": size, "lam": "per-sample",
                      "path": "split by λ row" if tm.split_reasons else "owner rows" if owners else "native", **r})
     return rows
@@ -134,16 +140,22 @@ def training(name: str, make, size: int, rounds: int, batch: int = 8) -> dict:
     plain_call = lambda m, x: m(x)  # noqa: E731
     tm_call = lambda m, x: m(x, lam=lam_rows(x.shape[0]))  # noqa: E731
     cond_call = lambda m, x: _anchor(m, lambda: lam_rows(x.shape[0]))(x)  # noqa: E731
+    floor = floor_model(model, tm, batch).train()
+    opts["floor"] = torch.optim.AdamW(floor.parameters(), lr=1e-6)
     _step(model, opts["plain"], x, plain_call)
     _step(tm, opts["tm"], x, tm_call)
     r = interleaved({
         "plain": lambda: _step(model, opts["plain"], x, plain_call),
         "per_sample": lambda: _step(tm, opts["tm"], x, tm_call),
+        "mix_floor": lambda: _step(floor, opts["floor"], x, plain_call),
         "condconv": lambda: _step(cond, opts["cond"], x, cond_call),
         "opt_plain": _opt_only(opts["plain"]), "opt_tm": _opt_only(opts["tm"]),
     }, rounds)
-    # Floor: the plain step with the optimizer over p× (or p+1×) parameters in its place.
+    # Floors: the plain step with the optimizer over p× (or p+1×) parameters in its place; and
+    # that plus the least extra per-sample work at each layer (overhead_floor.py).
     r["floor"] = 1 + r["opt_tm"] - r["opt_plain"]
+    r["mix_floor"] += r["opt_tm"] - r["opt_plain"]
+    r["floor_layers"] = {k: sum(v == k for v in floor.floor_choice.values()) for k in ("mix", "wide")}
     return {"model": name, "B": batch, "size": size, **r}
 
 
@@ -244,18 +256,20 @@ def report(res: dict) -> str:
     """Markdown tables of a results dict (what README's overhead section shows)."""
     out = [f"torch {res['torch']}, {res['threads']} CPU threads, no GPU lent (CPU only)", ""]
     if res.get("inference"):
-        out += ["| model | B | size | plain s | tunify | baked | naive re-mix | CondConv2d | per-sample path | whole-model split |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+        out += ["| model | B | size | plain s | tunify | floor (layers mix, wide) | baked | naive re-mix | CondConv2d | per-sample path | whole-model split |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["inference"]:
             key = "shared" if r["lam"] == "shared" else "per_sample"
-            out.append(f"| {r['model']} | {r['B']} ({r['lam']}) | {r['size']} | {r['seconds']:.4f} | {_x(r[key])} | "
+            floor = f"{_x(r['floor'])} ({r['floor_layers']['mix']}, {r['floor_layers']['wide']})" if "floor" in r else "–"
+            out.append(f"| {r['model']} | {r['B']} ({r['lam']}) | {r['size']} | {r['seconds']:.4f} | {_x(r[key])} | {floor} | "
                        f"{_x(r['baked']) if 'baked' in r else '–'} | {_x(r['naive'])} | {_x(r['condconv'])} | {r.get('path', '–')} | "
                        f"{_x(r['whole']) if 'whole' in r else '–'} |")
         out.append("")
     if res.get("training"):
-        out += ["| model | B | size | plain step s | tunify per-sample | floor (optimizer over p× params) | CondConv2d | AdamW alone: plain s, tunify s |", "|---|---|---|---|---|---|---|---|"]
+        out += ["| model | B | size | plain step s | tunify per-sample | floor (optimizer over p× params) | floor with the per-layer extra (layers mix, wide) | CondConv2d | AdamW alone: plain s, tunify s |", "|---|---|---|---|---|---|---|---|---|"]
         for r in res["training"]:
-            out.append(f"| {r['model']} | {r['B']} | {r['size']} | {r['seconds']:.3f} | {_x(r['per_sample'])} | {_x(r['floor'])} | "
+            extra = f"{_x(r['mix_floor'])} ({r['floor_layers']['mix']}, {r['floor_layers']['wide']})" if "mix_floor" in r else "–"
+            out.append(f"| {r['model']} | {r['B']} | {r['size']} | {r['seconds']:.3f} | {_x(r['per_sample'])} | {_x(r['floor'])} | {extra} | "
                        f"{_x(r['condconv'])} | {r['opt_plain'] * r['seconds']:.3f}, {r['opt_tm'] * r['seconds']:.3f} |")
         out.append("")
     if res.get("memory"):

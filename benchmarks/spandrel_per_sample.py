@@ -67,9 +67,9 @@ def measure(entry, batch: int, repeats: int) -> dict:
     r = tm.tunify_report
     skipped = sorted({s.reason.split(":")[0].split(";")[0][:60] for s in r.skipped})
     mode = "native" if r.per_sample == "native" else "owner rows" if r.per_sample.startswith("native, except") \
-        else "split rows"
+        else "native, unfused" if r.per_sample.startswith("native;") else "split rows"
     return {"arch": entry.arch, "path": r.path, "per_sample": mode,
-            "why": "" if mode == "native" else r.per_sample.split("(", 1)[-1][:90],
+            "why": "" if mode == "native" else r.per_sample[:90] if mode == "native, unfused" else r.per_sample.split("(", 1)[-1][:90],
             "ratio": statistics.median(tp) / statistics.median(ts), "batch": n,
             "whole": statistics.median(tw) / statistics.median(ts),
             "fast": statistics.median(f / b for f, b in zip(tf, tb)), "fast_kind": type(tm.__dict__.get("_fast")).__name__,

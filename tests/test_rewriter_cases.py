@@ -99,11 +99,46 @@ def test_forward_that_writes_a_weight_stays_exact(inplace):
     skipped = {s.name: s.reason for s in tm.tunify_report.skipped}
     assert "Reparam.update" in skipped["fused"]
     assert "writes fused" in tm.tunify_report.per_sample
+    # per-sample λ ran the unfused branch natively (one forward), proved against the rows
+    assert "unfused training branch" in tm.tunify_report.per_sample and not tm.split_reasons
     # the written weight follows λ: the branches' kernels decide the output in eval mode
     with torch.no_grad():
         x = torch.randn(1, 4, 8, 8)
         tm.model.a.weights[1].add_(1.0)
         assert not torch.allclose(tm(x, lam=[1.0, 0.0]), tm(x, lam=[0.0, 1.0]))
+
+
+class Unequal(Reparam):
+    """A fused branch that is not its training branch (a gain only eval applies)."""
+
+    def forward(self, x):
+        return super().forward(x) * (1.0 if self.training else 1.5)
+
+
+@torch.no_grad()
+def test_an_unfused_branch_unlike_the_fused_one_runs_by_rows():
+    tm = _tunified(Unequal)
+    calls = []
+    tm.model.head.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    x = torch.randn(4, 4, 8, 8)
+    out = tm(x, lam=LAMS4)
+    assert tm.split_reasons and "ran unfused" in tm.split_reasons[-1]
+    assert "by running each distinct λ row" in tm.tunify_report.per_sample
+    _rows_are_separate_runs(tm, out, x, LAMS4)
+    calls.clear()
+    tm(x, lam=LAMS4)
+    assert calls == [1, 1, 1, 1]  # each λ row alone on the fused branch from now on
+
+
+def test_unfused_writers_keep_their_childrens_modes_and_restore_their_flag():
+    model = nn.Sequential(Reparam(), nn.Dropout(0.5)).eval()
+    tm = tunify(model, 2).eval()
+    seen = []
+    tm.model[0].b.register_forward_hook(lambda m, i, o: seen.append((tm.model[0].training, m.training)))
+    with torch.no_grad():
+        tm(torch.randn(2, 4, 8, 8), lam=LAMS[:2])
+    assert (True, False) in seen  # the writer on its training branch, its child still in eval
+    assert not any(m.training for m in tm.modules())
 
 
 # -- forward arguments with defaults -----------------------------------------------------------

@@ -54,13 +54,17 @@ def conv2d_per_sample(
         y = torch.einsum("bgkohw,bk->bgohw", y, coeffs.to(y.dtype)).reshape(b, out, *y.shape[-2:])
     elif groups == 1 and weights.shape[-2:] == (1, 1) and _ones(stride) and padding in (0, (0, 0), "valid", "same"):
         # Pointwise: one batched matmul, which trains several times faster on CPUs than a
-        # grouped convolution with B groups (its weight gradient is B small kernels).
-        y = torch.bmm(mix(weights, coeffs).reshape(b, out, c), x.reshape(b, c, h * w)).reshape(b, out, h, w)
+        # grouped convolution with B groups (its weight gradient is B small kernels). The
+        # bias goes in as the matmul's addend: a separate add is one more pass over y.
+        kern, xs = mix(weights, coeffs).reshape(b, out, c), x.reshape(b, c, h * w)
+        y = torch.bmm(kern, xs) if bias is None else torch.baddbmm(bias[:, :, None].expand(b, out, h * w), kern, xs)
+        return y.reshape(b, out, h, w)
     else:
+        # Each sample's bias is the bias of its own B·groups channels: the conv adds it.
         weight = mix(weights, coeffs)
-        y = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(-1, *weight.shape[2:]), None, stride, padding,
-                     dilation, groups * b)
-        y = y.reshape(b, out, *y.shape[-2:])
+        y = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(-1, *weight.shape[2:]),
+                     None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * b)
+        return y.reshape(b, out, *y.shape[-2:])
     return y if bias is None else y + bias[:, :, None, None]
 
 

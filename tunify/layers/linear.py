@@ -38,10 +38,12 @@ def linear_per_sample(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional
     if xs.shape[1] <= FEW_ROWS:
         y = (xs @ weights.reshape(k * out, d).t()).reshape(b, -1, k, out)
         y = torch.einsum("blko,bk->blo", y, coeffs.to(y.dtype))
-    else:
+        if bias is not None:
+            y = y + bias[:, None, :]
+    elif bias is None:
         y = torch.bmm(xs, mix(weights, coeffs).transpose(1, 2))
-    if bias is not None:
-        y = y + bias[:, None, :]
+    else:  # the bias as the matmul's addend saves a pass over y
+        y = torch.baddbmm(bias[:, None, :].expand(b, xs.shape[1], out), xs, mix(weights, coeffs).transpose(1, 2))
     return y.reshape(*x.shape[:-1], out)
 
 

@@ -166,8 +166,7 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
             "tensor was selected. Check `targets`/`exclude`, or register your layer type with "
             "tunify.register_layer."
         )
-    writers, write_reasons = keep_writes_exact(work, plan)
-    write_reasons += sequence_first_reasons(work)
+    writers, writer_names, writes = keep_writes_exact(work, plan)
     graph, leaves, fallback = _trace_or_fallback(work, plan, writers, mode)
     work = apply_plan(work, plan, space, rank)
     if graph is not None:
@@ -178,7 +177,7 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
         split_reasons = mark_row_owners(work, [
             name for name, (owner, p) in plan.params.items() if owner.parametrizations[p][0].per_sample == "split"
         ])
-    split_reasons = write_reasons + list(split_reasons)
+    split_reasons = sequence_first_reasons(work) + list(split_reasons)
     report = _report(model, work, plan, space, how, "fx" if gm is not None else "module", leaves, fallback,
                      params_before, rank)
     if split_reasons:
@@ -186,13 +185,17 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
         report.per_sample = f"exact, by running each distinct λ row on the shared path ({shown})"
     else:
         report.per_sample = owners_summary(work) or report.per_sample
+        if writes:
+            report.per_sample += (f"; {len(writer_names)} re-parameterised block(s) that write a weight in the forward "
+                                  f"({writes[0]}) run their unfused training branch, checked once per kind of call "
+                                  "against each λ row run alone")
     report.seconds = time.perf_counter() - start
     # Plain names/regex strings can be written to config.json; types and predicates cannot.
     config = TunifyConfig(space.names, space.kind, targets=_plain(targets), exclude=_plain(exclude), mode=mode,
                           path=report.path, rank=rank,
                           serializable=(targets is None or _plain(targets) is not None)
                           and (exclude is None or _plain(exclude) is not None))
-    tm = TunableModel(work, space, gm, split_reasons, report, config)
+    tm = TunableModel(work, space, gm, split_reasons, report, config, writers=writer_names)
     tm.graph_inputs = traced_signature(work) if gm is not None else None
     return tm
 

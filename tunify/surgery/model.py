@@ -19,6 +19,7 @@ from .owner_search import executing_at_failure, next_owner
 from .owners import owners_summary
 from .report import TunifyReport
 from .row_proof import call_kind, prove_native
+from .writers import unfused
 
 __all__ = ["TunableModel", "bake", "hook_memo"]
 
@@ -108,7 +109,7 @@ class TunableModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, space: LamSpace, graph: Optional[nn.Module], split_reasons: list,
-                 report: TunifyReport, config: Optional[TunifyConfig] = None):
+                 report: TunifyReport, config: Optional[TunifyConfig] = None, writers: tuple = ()):
         super().__init__()
         self.model = model
         self.lam_space = space
@@ -116,6 +117,8 @@ class TunableModel(nn.Module):
         # What the model is and how to rebuild it (surgery/config.py): saved as config.json.
         self.config = config if config is not None else TunifyConfig(space.names, space.kind, path=report.path)
         self.split_reasons = list(split_reasons)
+        # Modules whose forward writes a layer's weight (writers.py): per-sample λ runs them unfused.
+        self.writers = tuple(writers)
         self._default_lam: Optional[LamLike] = None
         # The traced graph shares every module with self.model; kept unregistered so the
         # state_dict, .parameters() and .to() see each tensor once.
@@ -239,7 +242,7 @@ class TunableModel(nn.Module):
         owners = self.__dict__.get("_row_owners")
         if owners is None:  # found once; a deepcopy of the model maps them to its own modules
             owners = self.__dict__["_row_owners"] = row_owners(self.model)
-        if owners and torch.compiler.is_compiling():  # patching forwards has no place in a graph
+        if (owners or self.writers) and torch.compiler.is_compiling():  # patching forwards has no place in a graph
             return split_by_rows(self._run, coeffs, args, kwargs)
         climbs = 0 if torch.compiler.is_compiling() else _MAX_NEW_OWNERS
         for step in range(climbs + 1):
@@ -275,7 +278,7 @@ class TunableModel(nn.Module):
         """Whether native per-sample kernels may stand for this kind of call (row_proof.py):
         always on the traced graph alone; where fx could not look, once checked against each
         λ row run alone. False records the reason: every later call runs by rows."""
-        if self._graph is not None and not self.tunify_report.leaves:
+        if self._graph is not None and not self.tunify_report.leaves and not self.writers:
             return True
         if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
             return True
@@ -289,12 +292,14 @@ class TunableModel(nn.Module):
         if not reason:
             proved.add(kind)
             return True
+        if self.writers:
+            reason += f"; the blocks that write a weight in the forward ({', '.join(self.writers[:3])}) ran unfused"
         self._split_from_now(reason)
         return False
 
     def _run_by_owners(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
         by_rows = split_at_owners(owners, self.__dict__.setdefault("_row_proofs", {})) if owners else contextlib.nullcontext()
-        with by_rows:
+        with by_rows, unfused(self.model, self.writers):
             return self._run(*tree_map(_clone, args), coeffs=coeffs, **tree_map(_clone, kwargs))
 
     def _graph_takes(self, args: tuple, kwargs: dict) -> bool:

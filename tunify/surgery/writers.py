@@ -4,8 +4,15 @@ SPAN's ``Conv3XC`` computes ``eval_conv.weight.data = ...`` from its other kerne
 eval forward. A traced graph loses such writes, and a tunable layer's ``weight`` is a mixture
 made per call, so a write into it is lost too: the output would be silently wrong. The write's
 target therefore stays a plain layer (skipped with the reason), the writing module is kept whole
-(its forward runs as written, reading its other layers' mixed kernels), and a per-sample λ runs
-each distinct row on the shared path (one written weight cannot hold one kernel per sample).
+(its forward runs as written, reading its other layers' mixed kernels).
+
+One written weight cannot hold one kernel per sample, and the fused kernel is a product of
+the block's kernels, not linear in λ. But such blocks keep their unfused branch for training
+(SPAN's: 1x1, 3x3, 1x1 and a skip, equal to the fused 3x3 up to rounding), in which every
+layer is an ordinary tunable one. So a per-sample λ runs the writers with their own
+``training`` flag set (:func:`unfused`; their children keep theirs), and the model checks the
+first per-sample call of each kind against each λ row run alone on the fused branch
+(row_proof.py). Where the two differ, every later per-sample call runs by rows.
 
 Found by reading the source of each module class (methods other than ``__init__`` and
 ``*init*`` helpers): assignments to ``self.<path>.weight`` / ``.bias`` / ``.data`` and in-place
@@ -14,13 +21,15 @@ calls (``copy_``, ``mul_``, ...) on them.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import textwrap
-from typing import Dict, List, Optional, Tuple
+import threading
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-__all__ = ["WeightWrite", "find_weight_writes"]
+__all__ = ["WeightWrite", "find_weight_writes", "keep_writes_exact", "unfused"]
 
 _INPLACE = {"copy_", "set_", "fill_", "zero_", "mul_", "add_", "sub_", "div_", "clamp_", "normal_", "uniform_"}
 _TENSOR_ATTRS = {"weight", "bias", "data"}
@@ -45,7 +54,18 @@ def _chain(node: ast.AST) -> Optional[List[str]]:
 
 
 def _written_paths(cls: type) -> List[Tuple[str, str]]:
-    """(submodule path whose weight is written, method) for one class; "" is the module itself."""
+    """(submodule path whose weight is written, method) for one class and the classes it
+    inherits from (a subclass runs its base's ``update_params``); "" is the module itself."""
+    found = []
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("torch.") or klass is object:
+            continue
+        found += _written_in(klass)
+    return found
+
+
+def _written_in(cls: type) -> List[Tuple[str, str]]:
+    """What :func:`_written_paths` finds in one class body."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError, SyntaxError, IndentationError):
@@ -93,19 +113,21 @@ def find_weight_writes(model: nn.Module) -> List[WeightWrite]:
     return out
 
 
-def keep_writes_exact(model: nn.Module, plan) -> Tuple[set, List[str]]:
+def keep_writes_exact(model: nn.Module, plan) -> Tuple[set, List[str], List[str]]:
     """Take the layers ``model``'s forwards write out of ``plan`` (skipped, with the reason).
 
-    Returns (ids of the writing modules, to keep whole when tracing; the per-sample split
-    reasons: one written weight holds one kernel, so a per-sample λ runs row by row).
+    Returns (ids of the writing modules, to keep whole when tracing; their names, which a
+    per-sample λ runs :func:`unfused`; what each writes, for the report).
     """
     from .report import Skipped  # report is a leaf module; imported here to keep this file standalone
 
     writes = find_weight_writes(model)
     by_id = {id(m): key for key, (_, m, _) in plan.layers.items()}
-    writers, reasons, done = set(), [], set()
+    writers, names, reasons, done = set(), [], [], set()
     for writer, written, where in writes:
         writers.add(id(model.get_submodule(writer)))
+        if writer not in names:
+            names.append(writer)
         if written in done:
             continue
         done.add(written)
@@ -115,4 +137,28 @@ def keep_writes_exact(model: nn.Module, plan) -> Tuple[set, List[str]]:
             del plan.layers[by_id.pop(id(target))]
             plan.skipped.append(Skipped(written, type(target).__name__,
                                         f"its weight is rewritten by {where} in the forward; kept plain so the write counts"))
-    return writers, reasons
+    return writers, names, reasons
+
+
+# Flags are the modules' own state: two threads flipping them at once would restore each
+# other's. A per-sample call through unfused writers holds this for its whole run.
+_FLAG_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def unfused(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """Run the named writer modules on their training branch: their own ``training`` flag
+    is set (not their children's: norms and dropout keep the model's mode), restored after."""
+    if not names:
+        yield
+        return
+    with _FLAG_LOCK:
+        modules = [model.get_submodule(n) for n in names]
+        before = [m.training for m in modules]
+        try:
+            for m in modules:
+                m.training = True
+            yield
+        finally:
+            for m, flag in zip(modules, before):
+                m.training = flag
