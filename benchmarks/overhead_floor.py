@@ -39,14 +39,16 @@ def _best_of(fn: Callable[[], object], n: int = 5) -> float:
     return min(times)
 
 
-def _extras(module: nn.Module, args: tuple, stack: torch.Tensor, coeffs: torch.Tensor) -> dict:
+def _extras(module: nn.Module, args: tuple, stack: torch.Tensor, coeffs: torch.Tensor, held: dict) -> dict:
     """The two extras at one layer; in a training step each with its backward, run on their
-    own (detached) inputs so that nothing else gets a gradient from them."""
+    own (detached) inputs so that nothing else gets a gradient from them. ``held`` keeps the
+    layer's stand-in gradients from call to call: making them is no part of the cost."""
     k = stack.shape[0]
     if not (torch.is_grad_enabled() and module.training):
         return {"mix": lambda: mix(stack, coeffs), "wide": lambda: [module.forward(*args) for _ in range(k - 1)]}
-    leaf = stack.detach().requires_grad_()
-    grad_mixed = torch.randn(coeffs.shape[0], *stack.shape[1:])  # the per-sample kernels' gradients
+    if "leaf" not in held:  # the per-sample kernels' gradients, as the layer's backward hands them over
+        held["leaf"], held["grad_mixed"] = stack.detach().requires_grad_(), torch.randn(coeffs.shape[0], *stack.shape[1:])
+    leaf, grad_mixed = held["leaf"], held["grad_mixed"]
 
     def mixed():  # forward B kernels, backward their B gradients into the K stacks
         torch.autograd.backward(mix(leaf, coeffs), grad_mixed)
@@ -55,7 +57,9 @@ def _extras(module: nn.Module, args: tuple, stack: torch.Tensor, coeffs: torch.T
         for _ in range(k - 1):
             inputs = [a.detach().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
             y = module.forward(*inputs)
-            torch.autograd.backward(y, torch.ones_like(y))
+            if held.get("grad_out") is None or held["grad_out"].shape != y.shape:
+                held["grad_out"] = torch.randn_like(y)
+            torch.autograd.backward(y, held["grad_out"])
     return {"mix": mixed, "wide": wide}
 
 
@@ -71,8 +75,8 @@ def floor_model(model: nn.Module, tm: nn.Module, batch: int) -> nn.Module:
         stack = layer.weights.detach().clone()
         coeffs = torch.rand(batch, stack.shape[0], dtype=stack.dtype)
 
-        def hook(module, args, out, name=name, stack=stack, coeffs=coeffs):
-            extra = _extras(module, args, stack, coeffs)
+        def hook(module, args, out, name=name, stack=stack, coeffs=coeffs, held={}):
+            extra = _extras(module, args, stack, coeffs, held)
             if name not in choice:  # the first call: time both on this layer's own input
                 choice[name] = min(extra, key=lambda k: _best_of(extra[k]))
             extra[choice[name]]()

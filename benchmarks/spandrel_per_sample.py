@@ -8,7 +8,7 @@ row (``group_by_lam=True``: what every split model did before), interleaved call
 that machine load hits all alike; and at B=1, a call at one fixed λ (the fast path:
 surgery/fast.py) over the model baked at that λ, the plain network. Prints a Markdown table.
 
-    .venv/bin/python benchmarks/spandrel_per_sample.py [--batch 4] [--repeats 5] [--only SPAN,FBCNN]
+    .venv/bin/python benchmarks/spandrel_per_sample.py [--batch 4] [--repeats 5] [--only SPAN,FBCNN] [--size 64]
 """
 from __future__ import annotations
 
@@ -34,10 +34,11 @@ def _time(fn) -> float:
 
 
 @torch.no_grad()
-def measure(entry, batch: int, repeats: int) -> dict:
+def measure(entry, batch: int, repeats: int, size: int = 0) -> dict:
     torch.manual_seed(0)
     model = entry.build().eval()
-    shape = (batch if entry.shape[0] > 1 else 1, *entry.shape[1:])
+    side = tuple(entry.shape[2:]) if not size else (size, size)
+    shape = (batch if entry.shape[0] > 1 else 1, entry.shape[1], *side)
     args = type(entry)(entry.arch, entry.cls, entry.kwargs, shape, entry.slow, entry.masked).inputs()
     tm = tunify(model, 2).eval()
     n = args[0].shape[0]
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="")
+    ap.add_argument("--size", type=int, default=0, help="input side for every architecture (default: the suite's)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -93,7 +95,7 @@ def main() -> None:
         if (only and entry.arch not in only) or (entry.slow and not only):
             continue
         try:
-            m = measure(entry, args.batch, args.repeats)
+            m = measure(entry, args.batch, args.repeats, args.size)
         except Exception as exc:  # a row per arch, whatever happens
             print(f"| {entry.arch} | error: {type(exc).__name__}: {str(exc)[:80]} ||||||||||", flush=True)
             continue

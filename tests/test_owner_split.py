@@ -518,3 +518,75 @@ def test_layer_weight_read_makes_the_reader_an_owner():
         _close(tm(x, lam=LAMS[:3]), _each_alone(tm, x, LAMS[:3]))
     assert not tm.split_reasons and "found at run time, where per-sample kernels could not follow: reader" \
         in tm.tunify_report.per_sample, (tm.split_reasons, tm.tunify_report.per_sample)
+
+
+class _TableMatmul(torch.autograd.Function):
+    """x (B, L, n) @ table (1 or B, n, c) with a hand-written backward, as KBNet's KBA: vmap
+    cannot enter it, but one value per sample on the table's leading axis of 1 can."""
+
+    @staticmethod
+    def forward(ctx, x, table):
+        ctx.save_for_backward(x, table)
+        return x @ table
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, table = ctx.saved_tensors
+        g = x.transpose(-2, -1) @ grad  # (B, n, c)
+        return grad @ table.transpose(-2, -1), g.sum(0, keepdim=True) if table.shape[0] == 1 else g
+
+
+class TableBlock(nn.Module):
+    def __init__(self, n: int = 4, c: int = 6):
+        super().__init__()
+        self.att = nn.Conv2d(c, n, 1)
+        self.table = nn.Parameter(torch.randn(1, n, c) * 0.5)
+
+    def forward(self, y):
+        b, c, h, w = y.shape
+        if h < 0:
+            return y  # untraceable: kept whole, the table read in this forward
+        att = self.att(y).flatten(2).transpose(1, 2)  # (B, HW, n)
+        return y + _TableMatmul.apply(att, self.table).transpose(1, 2).reshape(b, c, h, w)
+
+
+class TableNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head, self.block, self.tail = nn.Conv2d(3, 6, 3, padding=1), TableBlock(), nn.Conv2d(6, 3, 1)
+
+    def forward(self, x):
+        return self.tail(self.block(self.head(x)))
+
+
+def test_a_table_with_a_leading_one_takes_one_value_per_sample_in_one_run():
+    torch.manual_seed(0)
+    tm = tunify(TableNet().eval(), P).eval()
+    assert _owner_rows(tm)
+    calls = []
+    tm.model.block.att.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    x = torch.randn(4, 3, 5, 5)
+    with torch.no_grad():
+        perturb(tm, seed=11)
+        out = tm(x, lam=LAMS)  # proofs: by rows, then the broadcast form against it
+        calls.clear()
+        _close(tm(x, lam=LAMS), out)
+        assert calls == [4]  # one run of the owner for the whole batch: neither vmap nor by rows
+        _close(out, _each_alone(tm, x, LAMS))
+    proofs = {k[0]: v for k, v in tm.__dict__["_row_proofs"].items() if k[0] in ("broadcast", "vmap")}
+    assert proofs == {"broadcast": ""}, proofs
+    tm.train()
+    tm(x, lam=LAMS).square().mean().backward()  # the custom backward gets the (B, n, c) table
+    grad = tm.model.block.parametrizations.table.original.grad
+    assert grad is not None and (grad.flatten(1).abs().sum(1) > 0).all()
+
+
+def test_the_broadcast_form_is_not_tried_where_windows_fold_into_the_batch():
+    torch.manual_seed(0)
+    tm = tunify(Net(), P).eval()  # WindowAttn's (T, heads) table; here rows are B·nW anyway
+    with torch.no_grad():
+        perturb(tm, seed=12)
+        x = torch.randn(4, 3, 4, 6)
+        _close(tm(x, lam=LAMS), _each_alone(tm, x, LAMS))
+    proofs = [v for k, v in tm.__dict__["_row_proofs"].items() if k[0] == "broadcast"]
+    assert proofs and all("cannot take one value per sample" in p for p in proofs), proofs

@@ -9,9 +9,11 @@ keeps native per-sample kernels.
 
 For the duration of one per-sample call the owner's ``forward`` is an instance attribute that
 does this, removed afterwards (the type, the state dict, deepcopy and ``bake`` never see it).
-Once by-rows is proved, the owner is also tried under ``torch.func.vmap`` over samples
-(vmap_rows.py: one run for the whole batch, each sample at its own λ) and runs that way where
-it equals by-rows at the call's per-sample λ.
+Once by-rows is proved, two one-run forms are tried, each kept where it equals by-rows at the
+call's per-sample λ: the owner's tensors with one value per sample on their leading axis of 1
+(KBNet's (1, nset, c) tables feed a batched matmul inside a custom autograd function, which
+vmap cannot enter), then ``torch.func.vmap`` over samples (vmap_rows.py: each sample at its
+own λ).
 
 That is exact only when the owner treats the rows of its input independently and only
 row-aligned arguments are split (a (nW, N, N) mask goes whole since its leading axis is not
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .base import _COEFFS, coeff_scope, row_groups
-from .parameter import TunableParameter
+from .parameter import TunableParameter, broadcast_scope, broadcastable
 from .rows import RowsNotSeparable, row_aligned, run_by_rows
 from .vmap_rows import run_vmapped
 
@@ -112,6 +114,11 @@ def _by_rows(who: str, owner: nn.Module, forward: Callable[..., Any], proofs: Di
             proofs[key] = prove_rows(forward, owner, coeffs, groups, leaves, spec, split, who)
         if proofs[key]:
             raise RowsNotSeparable(proofs[key])
+        wide = ("broadcast",) + key
+        if wide not in proofs:
+            proofs[wide] = prove_broadcast(forward, owner, coeffs, groups, leaves, spec, split, who)
+        if proofs[wide] == "":
+            return run_broadcast(forward, owner, leaves, spec)
         fast = ("vmap",) + key
         if fast not in proofs:
             proofs[fast] = prove_vmap(forward, owner, coeffs, groups, leaves, spec, split, who)
@@ -120,6 +127,44 @@ def _by_rows(who: str, owner: nn.Module, forward: Callable[..., Any], proofs: Di
         return run_by_rows(forward, coeffs, groups, leaves, spec, split, who)
 
     return run
+
+
+def _own_rows_tensors(owner: nn.Module) -> List[TunableParameter]:
+    plist = getattr(owner, "parametrizations", None)
+    if not isinstance(plist, nn.ModuleDict):
+        return []
+    return [e[0] for e in plist.values() if e and isinstance(e[0], TunableParameter) and e[0].per_sample == ROWS]
+
+
+def run_broadcast(forward: Callable[..., Any], owner: nn.Module, leaves: list, spec: Any) -> Any:
+    """``forward`` once on the whole batch, the owner's tensors one value per sample on their
+    leading axis of 1 ((1, *S) → (B, *S)): KBNet's (1, nset, c) tables meet a batched matmul."""
+    args, kwargs = tree_unflatten(leaves, spec)
+    with broadcast_scope(_own_rows_tensors(owner)):
+        return forward(*args, **kwargs)
+
+
+@torch.no_grad()
+def prove_broadcast(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor],
+                    leaves: list, spec: Any, split: tuple, who: str) -> str:
+    """'' when :func:`run_broadcast` equals by rows (already proved exact) at these per-sample
+    coefficients; else why not. Tried only where each of the owner's tensors has a leading
+    axis of 1 and the owner's rows are the samples themselves (no windows folded in)."""
+    tensors = _own_rows_tensors(owner)
+    first = next((t for t in leaves if isinstance(t, Tensor) and t.dim()), None)
+    if not tensors or not all(broadcastable(t.shape) for t in tensors) or first is None \
+            or first.shape[0] != coeffs.shape[0]:
+        return "its tensors or its rows cannot take one value per sample"
+    copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
+    with quiet(owner, leaves):
+        rows = run_by_rows(forward, coeffs, groups, copies(), spec, split, who)
+    try:
+        with quiet(owner, leaves):
+            wide = run_broadcast(forward, owner, copies(), spec)
+    except Exception as exc:  # noqa: BLE001 - a forward that cannot take them: by rows it is
+        return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
+    err = output_difference(wide, rows)
+    return "" if err <= row_tolerance(leaves) else f"differs from by rows by {err:.1e}"
 
 
 @torch.no_grad()

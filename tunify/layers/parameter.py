@@ -10,7 +10,9 @@ when the module owning it can run once per distinct λ row on its own rows of th
 """
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from contextvars import ContextVar
+from typing import Iterable, Iterator, Optional
 
 from torch import Tensor
 
@@ -18,7 +20,22 @@ from .base import TunableLayer, current_coeffs, mix, stack_kernels
 from .cache import KernelMemo, cacheable, cached_mix
 from .rows import RowsNotSeparable
 
-__all__ = ["TunableParameter", "mix_parameter", "broadcastable"]
+__all__ = ["TunableParameter", "mix_parameter", "broadcastable", "broadcast_scope"]
+
+# Tensors marked "rows" that their owner is trying with one value per sample on the leading
+# axis (owner_split.py proves it against by-rows first); a context variable, so a second
+# thread's call of the same owner is not affected.
+_BROADCAST: ContextVar[frozenset] = ContextVar("tunify_broadcast", default=frozenset())
+
+
+@contextlib.contextmanager
+def broadcast_scope(params: Iterable["TunableParameter"]) -> Iterator[None]:
+    """Inside, the given tensors mix per sample into (B, *S[1:]) as if marked "broadcast"."""
+    token = _BROADCAST.set(_BROADCAST.get() | {id(p) for p in params})
+    try:
+        yield
+    finally:
+        _BROADCAST.reset(token)
 
 
 def broadcastable(shape: tuple) -> bool:
@@ -66,7 +83,8 @@ class TunableParameter(TunableLayer):
             if memo is None:
                 memo = self.__dict__["_kernel_memo"] = KernelMemo()
             return memo.get((stack,), coeffs, mix)[0]
-        return mix_parameter(stack, coeffs, self.per_sample, self.name)
+        per_sample = "broadcast" if self.per_sample == "rows" and id(self) in _BROADCAST.get() else self.per_sample
+        return mix_parameter(stack, coeffs, per_sample, self.name)
 
     def right_inverse(self, tensor: Tensor) -> Tensor:
         if tensor.shape == (self.num_kernels, *self.shape):  # already a stack (load_state_dict)
