@@ -40,7 +40,7 @@ def test_overhead_benchmark_smoke_prints_ratios():
     assert len({r for r in inference}) == 6 and all(r.count("×") >= 2 for r in inference)
     assert any("| 8 | " in r and r.count("×") >= 3 for r in rows), "the training table is missing"
     # every per-sample row and training row has its measured floor, with the layers' choices
-    floors = [r for r in rows if "(per-sample)" in r or ("| 8 | " in r and "(shared)" not in r and "(per-sample)" not in r)]
+    floors = {r for r in rows if "(per-sample)" in r or ("| 8 | " in r and "(shared)" not in r)}
     assert len(floors) == 6 and all(re.search(r"× \(\d+, \d+\)", r) for r in floors), floors
     assert "tunify() on timm resnet18" in run.stdout
 

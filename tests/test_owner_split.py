@@ -590,3 +590,30 @@ def test_the_broadcast_form_is_not_tried_where_windows_fold_into_the_batch():
         _close(tm(x, lam=LAMS), _each_alone(tm, x, LAMS))
     proofs = [v for k, v in tm.__dict__["_row_proofs"].items() if k[0] == "broadcast"]
     assert proofs and all("cannot take one value per sample" in p for p in proofs), proofs
+
+
+class DropPathNet(Net):
+    """Net with stochastic depth after its kept-whole block, as SwinIR's blocks have."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import DropPath
+
+        self.drop_path = DropPath(0.5)
+
+    def forward(self, x):
+        y = self.head(x)
+        return self.tail(torch.relu(y + self.drop_path(self.block(y))))
+
+
+def test_stochastic_depth_in_training_does_not_fail_the_proofs():
+    """The proofs draw no masks: a batch and its parts would draw different ones, and the
+    model would run each λ row alone from the first training step on."""
+    torch.manual_seed(0)
+    tm = tunify(DropPathNet(), P).train()
+    with torch.no_grad():
+        perturb(tm, seed=13)
+    # samples 0 and 2 share a row: by rows draws their masks in another order than the batch
+    tm(torch.randn(4, 3, 4, 6), lam=LAMS[[0, 1, 0, 3]]).square().mean().backward()
+    assert _owner_rows(tm), (tm.split_reasons, tm.tunify_report.per_sample)
+    assert tm.model.drop_path.training  # switched off for the proofs only

@@ -141,6 +141,73 @@ def test_unfused_writers_keep_their_childrens_modes_and_restore_their_flag():
     assert not any(m.training for m in tm.modules())
 
 
+# -- a forward that reads self.training (stochastic depth, train-only branches) -----------------
+class Stochastic(nn.Module):
+    """DropPath on a residual branch, and a gate that exists only in training."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import DropPath
+
+        self.a, self.b = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1)
+        self.drop_path, self.gate = DropPath(0.5), Gate()
+
+    def forward(self, x):
+        return self.b(self.gate(x + self.drop_path(self.a(x))))
+
+
+class Gate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.training else x
+
+
+class ReadsItsMode(Stochastic):
+    def forward(self, x):
+        return super().forward(x) * (2.0 if self.training else 1.0)
+
+
+@pytest.mark.parametrize("converted_in", ["train", "eval"])
+def test_a_forward_that_reads_its_training_flag_follows_the_mode(converted_in):
+    torch.manual_seed(0)
+    model = Stochastic().train(converted_in == "train")
+    tm = tunify(model, 2)
+    assert tm.tunify_report.path == "fx" and not tm.tunify_report.leaves
+    # one graph per mode, each for the flags the forward consulted (drop path and gate)
+    assert [sorted(type(m).__name__ for m, _ in modes) for _, modes in tm._graphs] == [["DropPath", "Gate"]] * 2
+    x = torch.randn(4, 3, 6, 6)
+    for mode in (False, True, False):
+        model.train(mode), tm.train(mode)
+        with torch.no_grad():
+            torch.manual_seed(1)
+            ref = model(x)
+            for lam in ([0.3, 0.7], LAMS4):
+                torch.manual_seed(1)
+                assert_close(tm(x, lam=lam), ref, rel=1e-5)  # the same paths dropped, the same gate
+
+
+def test_a_root_that_reads_its_mode_and_a_mix_of_flags_no_graph_holds():
+    torch.manual_seed(0)
+    model = ReadsItsMode()
+    tm = tunify(model, 2)
+    assert tm.tunify_report.path == "fx" and len(tm._graphs) == 2
+    x = torch.randn(4, 3, 6, 6)
+    with torch.no_grad():
+        for mode in (False, True, "mixed"):
+            model.train(mode is not False), tm.train(mode is not False)
+            if mode == "mixed":  # the root in training, its gate in eval: neither graph; the module path
+                model.gate.eval(), tm.model.gate.eval()
+                assert tm._graph is None
+            for lam in ([0.5, 0.5], LAMS4):
+                torch.manual_seed(2)
+                ref = model(x)
+                torch.manual_seed(2)
+                assert_close(tm(x, lam=lam), ref, rel=1e-5)
+
+
 # -- forward arguments with defaults -----------------------------------------------------------
 class Defaults(nn.Module):
     def __init__(self):

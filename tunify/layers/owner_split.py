@@ -214,12 +214,19 @@ def prove_rows(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, gr
             f"from one run on all rows by {err:.1e} of the output's scale at one shared λ")
 
 
+def _drops(module: nn.Module) -> bool:
+    """Dropout, and stochastic depth (timm's, basicsr's and spandrel's DropPath keep ``drop_prob``):
+    random per sample, so a batch and its parts would draw different masks."""
+    return isinstance(module, nn.modules.dropout._DropoutNd) or (
+        type(module).__name__.endswith("DropPath") or hasattr(module, "drop_prob"))
+
+
 @contextlib.contextmanager
 def quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
-    """Dropout modules of ``owner`` off and the RNG at a fixed seed; in training, its buffers
+    """Dropout and DropPath modules of ``owner`` off and the RNG at a fixed seed; in training, its buffers
     (BatchNorm's running statistics) put back after where they changed, so the proof leaves no
     trace (and an unchanged buffer an autograd graph saved keeps its version)."""
-    dropouts = [m for m in owner.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.training]
+    dropouts = [m for m in owner.modules() if _drops(m) and m.training]
     saved = [(b, b.clone()) for b in owner.buffers()] if any(m.training for m in owner.modules()) else []
     device = next((t.device for t in leaves if isinstance(t, Tensor)), torch.device("cpu"))
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []

@@ -16,7 +16,7 @@ from .model import TunableModel, hook_memo
 from .plan import Plan, apply_plan, make_plan
 from .report import Converted, TunifyReport
 from .targets import TargetSpec
-from .tracer import TraceFailure, trace, traced_signature
+from .tracer import TraceFailure, trace_modes, traced_signature
 from .guard import check_equal_at_init, check_per_sample_routing
 from .layout import sequence_first_reasons
 from .owners import mark_row_owners, owners_summary
@@ -167,12 +167,16 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
             "tunify.register_layer."
         )
     writers, writer_names, writes = keep_writes_exact(work, plan)
-    graph, leaves, fallback = _trace_or_fallback(work, plan, writers, mode)
+    traced, leaves, fallback = _trace_or_fallback(work, plan, writers, mode)
     work = apply_plan(work, plan, space, rank)
-    if graph is not None:
-        gm, how, split_reasons = rewrite_graph(graph, work)
-    else:
-        gm, how = None, {}
+    graphs, how, split_reasons = [], {}, []
+    for graph, modes in traced:  # one per training mode the forward tells apart (tracer.py)
+        gm, found, reasons = rewrite_graph(graph, work)
+        graphs.append((gm, modes))
+        how = {**found, **how}
+        split_reasons += [r for r in reasons if r not in split_reasons]
+    gm = graphs[0][0] if graphs else None
+    if gm is None:
         # Off the graph every tensor is read in its owner's forward: the owner runs by rows.
         split_reasons = mark_row_owners(work, [
             name for name, (owner, p) in plan.params.items() if owner.parametrizations[p][0].per_sample == "split"
@@ -195,27 +199,28 @@ def _convert(model: nn.Module, objectives: Any, targets: TargetSpec, exclude: Ta
                           path=report.path, rank=rank,
                           serializable=(targets is None or _plain(targets) is not None)
                           and (exclude is None or _plain(exclude) is not None))
-    tm = TunableModel(work, space, gm, split_reasons, report, config, writers=writer_names)
+    tm = TunableModel(work, space, graphs, split_reasons, report, config, writers=writer_names)
     tm.graph_inputs = traced_signature(work) if gm is not None else None
     return tm
 
 
-def _trace_or_fallback(work: nn.Module, plan: Plan, writers: set, mode: str) -> Tuple[Any, list, str]:
-    """(fx graph or None, automatic leaves, why the module path is used: "" when it is not)."""
+def _trace_or_fallback(work: nn.Module, plan: Plan, writers: set, mode: str) -> Tuple[list, list, str]:
+    """([(fx graph, the training flags it holds for)], empty on the module path; automatic
+    leaves; why the module path is used: "" when it is not)."""
     root_is_layer = id(work) in plan.layers and plan.layers[id(work)][2] is TunableWeightNormConv2d
     if id(work) in writers:  # a traced root forward would lose its own writes
         if mode == "fx":
             raise TraceFailure(f"{type(work).__name__}.forward writes a layer's weight; only mode='module' keeps it")
-        return None, [], f"{type(work).__name__}.forward writes a layer's weight (kept on the module path)"
+        return [], [], f"{type(work).__name__}.forward writes a layer's weight (kept on the module path)"
     if mode == "module" or root_is_layer:  # a bare weight-normalised conv is its own path
-        return None, [], ""
+        return [], [], ""
     try:
-        graph, leaves = trace(work, set(plan.layers) | writers)
+        graphs, leaves = trace_modes(work, set(plan.layers) | writers)
     except TraceFailure as exc:
         if mode == "fx":
             raise
-        return None, [], str(exc)
-    return graph, leaves, ""
+        return [], [], str(exc)
+    return graphs, leaves, ""
 
 
 def _report(model: nn.Module, work: nn.Module, plan: Plan, space: LamSpace, how: Dict[str, str], path: str,

@@ -64,9 +64,9 @@ class _AfterLoad:
     def __call__(self, module: nn.Module, incompatible_keys: Any) -> None:
         tm = self.tm
         tm.__dict__.pop("_ref_param", None)
-        tm.__dict__.pop("_fast", None)
-        if tm._graph is not None:
-            resync_attrs(tm._graph, tm.model)
+        tm._drop_fast()
+        for gm, _ in tm._graphs:
+            resync_attrs(gm, tm.model)
 
 
 def _memo_key(lam: Any, batch: Optional[int], ref: Tensor) -> Optional[tuple]:
@@ -108,7 +108,7 @@ class TunableModel(nn.Module):
     a :class:`TunifyConfig`; what conversion did is ``tm.tunify_report``.
     """
 
-    def __init__(self, model: nn.Module, space: LamSpace, graph: Optional[nn.Module], split_reasons: list,
+    def __init__(self, model: nn.Module, space: LamSpace, graphs: list, split_reasons: list,
                  report: TunifyReport, config: Optional[TunifyConfig] = None, writers: tuple = ()):
         super().__init__()
         self.model = model
@@ -120,20 +120,39 @@ class TunableModel(nn.Module):
         # Modules whose forward writes a layer's weight (writers.py): per-sample λ runs them unfused.
         self.writers = tuple(writers)
         self._default_lam: Optional[LamLike] = None
-        # The traced graph shares every module with self.model; kept unregistered so the
-        # state_dict, .parameters() and .to() see each tensor once.
-        object.__setattr__(self, "_graph", graph)
+        # The traced graphs share every module with self.model; kept unregistered so the
+        # state_dict, .parameters() and .to() see each tensor once. One per training mode the
+        # forward tells apart (tracer.py): (graph, ((module, flag), ...) it was traced at).
+        if isinstance(graphs, nn.Module) or graphs is None:  # one graph, or none: the module path
+            graphs = [] if graphs is None else [(graphs, ())]
+        object.__setattr__(self, "_graphs", [(gm, tuple(modes)) for gm, modes in graphs])
         # assign=True loads bring new tensor objects. On the network, so loads through tm.model
         # see it too; a load through tm recurses into the network and fires it once.
         model.register_load_state_dict_post_hook(_AfterLoad(self))
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .half(), .cuda(): the graph's own constants too
         self.__dict__.pop("_ref_param", None)
-        self.__dict__.pop("_fast", None)  # rebuilt on the converted tensors
+        self._drop_fast()  # rebuilt on the converted tensors
         super()._apply(fn, recurse)
-        if self._graph is not None:
-            self._graph._apply(fn, recurse)  # shared tensors were already converted: a no-op for them
+        for gm, _ in self._graphs:
+            gm._apply(fn, recurse)  # shared tensors were already converted: a no-op for them
         return self
+
+    def _drop_fast(self) -> None:
+        for key in [k for k in self.__dict__ if k.startswith("_fast") and k != "_fast_seen"]:
+            del self.__dict__[key]
+
+    @property
+    def _graph(self) -> Optional[nn.Module]:
+        """The traced graph for the modules' current training flags; None on the module path,
+        or in a mix of flags no graph was traced at (that call runs the module path: exact)."""
+        graphs = self.__dict__["_graphs"]
+        if len(graphs) == 1 and not graphs[0][1]:  # the usual case: no flag consulted
+            return graphs[0][0]
+        for gm, modes in graphs:
+            if all(m.training == flag for m, flag in modes):
+                return gm
+        return None
 
     # -- what the model is -----------------------------------------------------------------
     @property
@@ -159,7 +178,7 @@ class TunableModel(nn.Module):
             # Dunder lookups (__deepcopy__, __getstate__, ...) are the model's own protocol: a
             # parametrized network's __deepcopy__ found here would make copy.deepcopy(tm) return
             # a copy of the network instead of the tunable model.
-            if name in ("model", "_graph") or "model" not in self._modules or name.startswith("__"):
+            if name in ("model", "_graph", "_graphs") or "model" not in self._modules or name.startswith("__"):
                 raise
             return getattr(self._modules["model"], name)
 
@@ -325,16 +344,20 @@ class TunableModel(nn.Module):
         """The traced graph with plain convs and linears and the kept-whole blocks baked, or an
         untraced network baked whole, at a shared λ (fast.py); built on the second such call;
         ``_MISS`` when this call must run the layers themselves."""
-        fast = self.__dict__.get("_fast")
+        graph = self._graph
+        # the first graph's (or the module path's) under "_fast"; another mode's graph's apart
+        first = self._graphs[0][0] if self._graphs else None
+        key = "_fast" if graph is first else "_fast_module" if graph is None else f"_fast_{id(graph)}"
+        fast = self.__dict__.get(key)
         if fast is None:
             seen = self.__dict__["_fast_seen"] = self.__dict__.get("_fast_seen", 0) + 1
             if seen < 2:  # a model called once per λ never pays for building it
                 return _MISS
             try:
-                fast = fast_for(self._graph, self.model)
+                fast = fast_for(graph, self.model)
             except Exception:  # an optimisation only: a model it cannot copy runs as it is
                 fast = None
-            self.__dict__["_fast"] = fast = fast or False
+            self.__dict__[key] = fast = fast or False
         if fast is False:
             return _MISS
         out = fast.run(args, kwargs, coeffs, COEFFS_INPUT)

@@ -10,6 +10,13 @@ default values (fx would otherwise pass a proxy, and ``if mode is None`` would t
 branch); :func:`traced_signature` says which arguments a graph call may carry, and the model
 runs calls that give the others on the module path.
 
+A forward that branches on ``self.training`` (DropPath's ``drop_path(x, p, self.training)``
+with p > 0, an ``if self.training:`` branch) is traced at one mode and keeps it: a model
+converted in training mode would drop paths at random in eval. While tracing, every module's
+flag is a probe that records the modules whose flag was actually consulted, and with what
+value: the graph holds for those flags only (:func:`trace_modes` traces the other mode too). A
+flag never consulted (``drop_path`` at p = 0) ties the graph to nothing.
+
 Tracing runs a model's forward with proxies; forwards that assign attributes
 (SwinIR's ``self.mean = self.mean.type_as(x)``) would leave proxies behind, so every
 module's attributes are snapshotted and restored around each attempt.
@@ -22,7 +29,8 @@ from typing import Any, Dict, List, Set, Tuple
 import torch.fx as fx
 from torch import nn
 
-__all__ = ["TraceFailure", "trace", "default_args", "traced_signature"]
+
+__all__ = ["Modes", "TraceFailure", "trace", "trace_modes", "default_args", "traced_signature"]
 
 
 class TraceFailure(RuntimeError):
@@ -59,6 +67,11 @@ class _LeafFindingTracer(fx.Tracer):
             return True
         return super().is_leaf_module(m, qualname)
 
+    def create_arg(self, a: Any) -> Any:
+        if isinstance(a, _ModeProbe):  # F.dropout(x, p, training=self.training) handed to a graph node
+            return bool(a)
+        return super().create_arg(a)
+
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
         try:
             return super().call_module(m, forward, args, kwargs)
@@ -66,6 +79,30 @@ class _LeafFindingTracer(fx.Tracer):
             if self.failed is None:  # the first handler to see it is the innermost module
                 self.failed = m
             raise
+
+
+class _ModeProbe:
+    """A module's ``training`` flag while tracing: reads as the flag, and records the module
+    whenever code asks for its truth (``if self.training``, ``F.dropout(..., training=...)``)."""
+
+    __slots__ = ("module", "flag", "consulted")
+
+    def __init__(self, module: nn.Module, flag: bool, consulted: Dict[int, nn.Module]):
+        self.module, self.flag, self.consulted = module, flag, consulted
+
+    def __bool__(self) -> bool:
+        self.consulted[id(self.module)] = self.module
+        return self.flag
+
+    def __eq__(self, other: Any) -> bool:
+        return bool(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _probe_modes(model: nn.Module, consulted: Dict[int, nn.Module]) -> None:
+    for m in model.modules():  # put back by _restore, as every attribute a trace touches
+        m.__dict__["training"] = _ModeProbe(m, bool(m.__dict__.get("training", True)), consulted)
 
 
 def _snapshot(model: nn.Module) -> List[Tuple[nn.Module, Dict[str, Any], Dict, Dict, Dict]]:
@@ -110,10 +147,14 @@ def traced_signature(model: nn.Module) -> Tuple[str, ...]:
     return tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in fixed)
 
 
-def trace(model: nn.Module, leaf_ids: Set[int], max_attempts: int = 32) -> Tuple[fx.Graph, List[Tuple[str, str]]]:
+Modes = Tuple[Tuple[nn.Module, bool], ...]  # the training flags a graph was traced at (consulted ones only)
+
+
+def trace(model: nn.Module, leaf_ids: Set[int], max_attempts: int = 32) -> Tuple[fx.Graph, List[Tuple[str, str]], Modes]:
     """Trace ``model``, keeping modules in ``leaf_ids`` (the layers to convert) as calls.
 
-    Returns the graph and the (type, reason) of each module type found untraceable.
+    Returns the graph, the (type, reason) of each module type found untraceable, and the
+    training flags the forward consulted (the graph is valid while they hold).
     Raises TraceFailure when the model's own forward cannot be traced.
     """
     timm_leaves, autowrap = _notrace_from_timm()
@@ -122,9 +163,11 @@ def trace(model: nn.Module, leaf_ids: Set[int], max_attempts: int = 32) -> Tuple
     snap = _snapshot(model)
     for _ in range(max_attempts):
         tracer = _LeafFindingTracer(leaf_ids, tuple(leaf_types), autowrap)
+        consulted: Dict[int, nn.Module] = {}
         try:
+            _probe_modes(model, consulted)
             graph = tracer.trace(model)
-            return graph, found
+            return graph, found, tuple((m, m.__dict__["training"].flag) for m in consulted.values())
         except Exception as exc:
             culprit = tracer.failed
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -135,3 +178,22 @@ def trace(model: nn.Module, leaf_ids: Set[int], max_attempts: int = 32) -> Tuple
         finally:
             _restore(snap)
     raise TraceFailure(f"gave up after {max_attempts} attempts; last untraceable: {found[-1][0]}")
+
+
+def trace_modes(model: nn.Module, leaf_ids: Set[int]) -> Tuple[List[Tuple[fx.Graph, Modes]], List[Tuple[str, str]]]:
+    """One graph per mode the forward distinguishes: traced as the model is, and again with
+    the consulted flags flipped when there were any. Returns [(graph, modes)] and the leaves."""
+    graph, found, modes = trace(model, leaf_ids)
+    graphs = [(graph, modes)]
+    if modes:
+        try:
+            for m, flag in modes:
+                m.training = not flag
+            other, _, other_modes = trace(model, leaf_ids)
+            graphs.append((other, other_modes))
+        except TraceFailure:  # that mode runs the module path
+            pass
+        finally:
+            for m, flag in modes:
+                m.training = flag
+    return graphs, found

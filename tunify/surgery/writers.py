@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import inspect
-import textwrap
 import threading
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
+
+from .source import class_methods
 
 __all__ = ["WeightWrite", "find_weight_writes", "keep_writes_exact", "unfused"]
 
@@ -55,25 +55,9 @@ def _chain(node: ast.AST) -> Optional[List[str]]:
 
 def _written_paths(cls: type) -> List[Tuple[str, str]]:
     """(submodule path whose weight is written, method) for one class and the classes it
-    inherits from (a subclass runs its base's ``update_params``); "" is the module itself."""
+    inherits from; "" is the module itself."""
     found = []
-    for klass in cls.__mro__:
-        if klass.__module__.startswith("torch.") or klass is object:
-            continue
-        found += _written_in(klass)
-    return found
-
-
-def _written_in(cls: type) -> List[Tuple[str, str]]:
-    """What :func:`_written_paths` finds in one class body."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError, IndentationError):
-        return []
-    found = []
-    for fn in ast.walk(tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or "init" in fn.name:
-            continue
+    for fn in class_methods(cls):
         for node in ast.walk(fn):
             targets = []
             if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
