@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
+import inspect
+import textwrap
 import threading
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
-
-from .source import class_methods
 
 __all__ = ["WeightWrite", "find_weight_writes", "keep_writes_exact", "unfused"]
 
@@ -51,6 +52,23 @@ def _chain(node: ast.AST) -> Optional[List[str]]:
             return parts[::-1]
         else:
             return None
+
+
+@functools.lru_cache(maxsize=None)
+def class_methods(cls: type) -> List[ast.FunctionDef]:
+    """The methods defined in ``cls`` and its non-torch bases (a subclass runs its base's
+    ``update_params``), without ``__init__`` and ``*init*`` helpers; [] where no source exists."""
+    found: List[ast.FunctionDef] = []
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.startswith("torch."):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError, IndentationError):
+            continue
+        found += [fn for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and "init" not in fn.name]
+    return found
 
 
 def _written_paths(cls: type) -> List[Tuple[str, str]]:
