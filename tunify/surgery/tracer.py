@@ -114,7 +114,7 @@ def _snapshot(model: nn.Module) -> List[Tuple[nn.Module, Dict[str, Any], Dict, D
 def _restore(snap: List[Tuple[nn.Module, Dict[str, Any], Dict, Dict, Dict]]) -> None:
     for m, attrs, params, buffers, modules in snap:
         for key in list(m.__dict__):
-            if key not in attrs and isinstance(m.__dict__[key], fx.Proxy):
+            if key not in attrs and isinstance(m.__dict__[key], (fx.Proxy, _ModeProbe)):
                 del m.__dict__[key]
         for key, value in attrs.items():
             if m.__dict__.get(key) is not value and key not in ("_parameters", "_buffers", "_modules"):
