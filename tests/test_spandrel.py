@@ -101,7 +101,8 @@ def test_the_full_size_architectures_convert_and_are_exact_at_init(entry, tmp_pa
     """GFPGAN and LaMa exist only at their official sizes, where the full checks below need
     TUNIFY_SLOW=1; this much runs everywhere: from the file, every layer accounted for, every
     kernel a copy of the pretrained weight, one sample equal to the original at a shared λ,
-    bake the original's types."""
+    bake the original's types; for LaMa, whose inputs are small, also after perturbing every
+    kernel: λ changes the output, per-sample rows equal separate runs, bake equals tm."""
     descriptor, _ = _through_a_file(entry, tmp_path_factory)
     original = {k: v.clone() for k, v in descriptor.model.state_dict().items()}
     tm = tunify(descriptor, 2)
@@ -118,6 +119,17 @@ def test_the_full_size_architectures_convert_and_are_exact_at_init(entry, tmp_pa
         _close(_call(tm.eval(), one, lam=[0.4, 0.6]), _call(descriptor.model.eval(), one))
     plain = bake(tm, [0.5, 0.5])
     assert sorted(type(m).__name__ for m in plain.modules()) == sorted(type(m).__name__ for m in descriptor.model.modules())
+    if entry.arch == "LaMa":  # small inputs here: the perturbed checks too (GFPGAN's 512² forwards take ~6 s each)
+        args = entry.inputs()
+        _perturb(tm)
+        with torch.no_grad():
+            a, b = _call(tm, args, lam=[1.0, 0.0]), _call(tm, args, lam=[0.0, 1.0])
+            assert (a - b).abs().max() > 1e-3 * a.abs().max()  # λ matters, so a routing bug would show
+            lams = torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+            out = _call(tm, args, lam=lams)
+            for i in range(2):
+                _close(out[i : i + 1], _call(tm, tuple(t[i : i + 1] for t in args), lam=lams[i]))
+            _close(_call(bake(tm, [0.3, 0.7]), args), _call(tm, args, lam=[0.3, 0.7]))
 
 
 @pytest.fixture(scope="module", params=ENTRIES, ids=[e.arch for e in ENTRIES])

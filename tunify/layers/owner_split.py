@@ -41,7 +41,7 @@ from .parameter import TunableParameter, broadcast_scope, broadcastable
 from .rows import RowsNotSeparable, row_aligned, run_by_rows
 from .vmap_rows import run_vmapped
 
-__all__ = ["ROWS", "output_difference", "quiet", "row_owners", "row_tolerance", "split_at_owners"]
+__all__ = ["ROWS", "output_difference", "quiet", "row_owners", "row_tensors", "row_tolerance", "split_at_owners"]
 
 ROWS = "rows"  # TunableParameter.per_sample of a tensor whose owner is run by rows
 
@@ -51,14 +51,19 @@ _NONE = object()
 _LAST_GROUPS: Tuple[Any, Any] = (None, None)  # (coeffs, row_groups(coeffs)): one call, one grouping
 
 
+def row_tensors(module: nn.Module) -> List[Tuple[str, TunableParameter]]:
+    """(name, parametrization) of ``module``'s own weight-like tensors marked ``per_sample="rows"``."""
+    plist = getattr(module, "parametrizations", None)
+    if not isinstance(plist, nn.ModuleDict):
+        return []
+    return [(n, e[0]) for n, e in plist.items() if e and isinstance(e[0], TunableParameter) and e[0].per_sample == ROWS]
+
+
 def row_owners(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """(name, module) of each module holding a weight-like tensor marked ``per_sample="rows"``."""
     found, seen = [], set()
     for name, module in model.named_modules():
-        plist = getattr(module, "parametrizations", None)
-        if not isinstance(plist, nn.ModuleDict) or id(module) in seen:
-            continue
-        if any(e and isinstance(e[0], TunableParameter) and e[0].per_sample == ROWS for e in plist.values()):
+        if id(module) not in seen and row_tensors(module):
             seen.add(id(module))
             found.append((name, module))
     return found
@@ -129,18 +134,11 @@ def _by_rows(who: str, owner: nn.Module, forward: Callable[..., Any], proofs: Di
     return run
 
 
-def _own_rows_tensors(owner: nn.Module) -> List[TunableParameter]:
-    plist = getattr(owner, "parametrizations", None)
-    if not isinstance(plist, nn.ModuleDict):
-        return []
-    return [e[0] for e in plist.values() if e and isinstance(e[0], TunableParameter) and e[0].per_sample == ROWS]
-
-
 def run_broadcast(forward: Callable[..., Any], owner: nn.Module, leaves: list, spec: Any) -> Any:
     """``forward`` once on the whole batch, the owner's tensors one value per sample on their
     leading axis of 1 ((1, *S) → (B, *S)): KBNet's (1, nset, c) tables meet a batched matmul."""
     args, kwargs = tree_unflatten(leaves, spec)
-    with broadcast_scope(_own_rows_tensors(owner)):
+    with broadcast_scope(tp for _, tp in row_tensors(owner)):
         return forward(*args, **kwargs)
 
 
@@ -150,7 +148,7 @@ def prove_broadcast(forward: Callable[..., Any], owner: nn.Module, coeffs: Tenso
     """'' when :func:`run_broadcast` equals by rows (already proved exact) at these per-sample
     coefficients; else why not. Tried only where each of the owner's tensors has a leading
     axis of 1 and the owner's rows are the samples themselves (no windows folded in)."""
-    tensors = _own_rows_tensors(owner)
+    tensors = [tp for _, tp in row_tensors(owner)]
     first = next((t for t in leaves if isinstance(t, Tensor) and t.dim()), None)
     if not tensors or not all(broadcastable(t.shape) for t in tensors) or first is None \
             or first.shape[0] != coeffs.shape[0]:

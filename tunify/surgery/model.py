@@ -139,8 +139,8 @@ class TunableModel(nn.Module):
         return self
 
     def _drop_fast(self) -> None:
-        for key in [k for k in self.__dict__ if k.startswith("_fast") and k != "_fast_seen"]:
-            del self.__dict__[key]
+        self.__dict__.pop("_fast", None)
+        self.__dict__.pop("_fast_graph", None)
 
     @property
     def _graph(self) -> Optional[nn.Module]:
@@ -245,7 +245,8 @@ class TunableModel(nn.Module):
         """Run at λ ((B, p) or (p,)). ``group_by_lam`` runs each distinct λ row as a shared-λ
         sub-batch even where per-sample kernels are native (fast when rows repeat)."""
         coeffs = self.coefficients(lam, _first_batch(args, kwargs))
-        off_graph = self._graph is not None and not self._graph_takes(args, kwargs)
+        graph = self._graph
+        off_graph = graph is not None and not self._graph_takes(args, kwargs, graph)
         if coeffs.dim() == 2 and (self.split_reasons or group_by_lam or off_graph):
             return split_by_rows(self._run, coeffs, args, kwargs)
         if coeffs.dim() == 1:
@@ -321,35 +322,34 @@ class TunableModel(nn.Module):
         with by_rows, unfused(self.model, self.writers):
             return self._run(*tree_map(_clone, args), coeffs=coeffs, **tree_map(_clone, kwargs))
 
-    def _graph_takes(self, args: tuple, kwargs: dict) -> bool:
-        """Whether the traced graph can run this call: it fixed every argument with a default
-        (and any ``**kwargs``) at trace time, so a call that gives one runs the module path."""
+    def _graph_takes(self, args: tuple, kwargs: dict, graph: Any = _MISS) -> bool:
+        """Whether the traced graph (``graph``: the current one, looked up when not given) can
+        run this call: it fixed every argument with a default (and any ``**kwargs``) at trace
+        time, so a call that gives one runs the module path."""
+        graph = self._graph if graph is _MISS else graph
         free = getattr(self, "graph_inputs", None)
-        if self._graph is None or free is None:
-            return self._graph is not None
+        if graph is None or free is None:
+            return graph is not None
         return len(args) <= len(free) and all(k in free[len(args):] for k in kwargs)
 
     def _run(self, *args: Any, coeffs: Tensor, **kwargs: Any) -> Any:
         with coeff_scope(coeffs):
-            on_graph = self._graph_takes(args, kwargs)
-            if fast_eligible(coeffs) and (on_graph or self._graph is None):
-                out = self._run_fast(args, kwargs, coeffs)
+            graph = self._graph  # this mode's, looked up once per call
+            on_graph = self._graph_takes(args, kwargs, graph)
+            if fast_eligible(coeffs) and (on_graph or graph is None):
+                out = self._run_fast(args, kwargs, coeffs, graph)
                 if out is not _MISS:
                     return out
             if on_graph:
-                return self._graph(*args, **kwargs, **{COEFFS_INPUT: coeffs})
+                return graph(*args, **kwargs, **{COEFFS_INPUT: coeffs})
             return self.model(*args, **kwargs)
 
-    def _run_fast(self, args: tuple, kwargs: dict, coeffs: Tensor) -> Any:
-        """The traced graph with plain convs and linears and the kept-whole blocks baked, or an
-        untraced network baked whole, at a shared λ (fast.py); built on the second such call;
-        ``_MISS`` when this call must run the layers themselves."""
-        graph = self._graph
-        # the first graph's (or the module path's) under "_fast"; another mode's graph's apart
-        first = self._graphs[0][0] if self._graphs else None
-        key = "_fast" if graph is first else "_fast_module" if graph is None else f"_fast_{id(graph)}"
-        fast = self.__dict__.get(key)
-        if fast is None:
+    def _run_fast(self, args: tuple, kwargs: dict, coeffs: Tensor, graph: Optional[nn.Module]) -> Any:
+        """``graph`` with plain convs and linears and the kept-whole blocks baked, or an untraced
+        network baked whole, at a shared λ (fast.py); built on the second such call, and again
+        when the mode picks another graph; ``_MISS`` when this call must run the layers."""
+        fast = self.__dict__.get("_fast")
+        if fast is None or self.__dict__.get("_fast_graph") is not graph:
             seen = self.__dict__["_fast_seen"] = self.__dict__.get("_fast_seen", 0) + 1
             if seen < 2:  # a model called once per λ never pays for building it
                 return _MISS
@@ -357,7 +357,8 @@ class TunableModel(nn.Module):
                 fast = fast_for(graph, self.model)
             except Exception:  # an optimisation only: a model it cannot copy runs as it is
                 fast = None
-            self.__dict__[key] = fast = fast or False
+            self.__dict__["_fast"], self.__dict__["_fast_graph"] = fast or False, graph
+            fast = fast or False
         if fast is False:
             return _MISS
         out = fast.run(args, kwargs, coeffs, COEFFS_INPUT)

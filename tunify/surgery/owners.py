@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from torch import nn
 from torch.nn.utils.parametrize import type_before_parametrizations
 
-from ..layers import ROWS, TunableParameter, row_owners
+from ..layers import ROWS, TunableParameter, row_owners, row_tensors
 
 __all__ = ["mark_row_owners", "owners_summary"]
 
@@ -44,8 +44,7 @@ def owners_summary(root: nn.Module, owners: Optional[Sequence[Tuple[str, nn.Modu
     found = []
     for name, module in owners:
         kind = type_before_parametrizations(module).__name__
-        tensors = [f"{p} {e[0].shape}" for p, e in getattr(module, "parametrizations", {}).items()
-                   if e and isinstance(e[0], TunableParameter) and e[0].per_sample == ROWS]
+        tensors = [f"{p} {tp.shape}" for p, tp in row_tensors(module)]
         if tensors:
             kinds.setdefault(kind, set()).update(tensors)
         else:

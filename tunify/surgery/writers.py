@@ -26,14 +26,13 @@ import functools
 import inspect
 import textwrap
 import threading
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 
 __all__ = ["WeightWrite", "find_weight_writes", "keep_writes_exact", "unfused"]
 
 _INPLACE = {"copy_", "set_", "fill_", "zero_", "mul_", "add_", "sub_", "div_", "clamp_", "normal_", "uniform_"}
-_TENSOR_ATTRS = {"weight", "bias", "data"}
 
 WeightWrite = Tuple[str, str, str]  # (writer module name, written layer name, "Class.method")
 
@@ -71,6 +70,7 @@ def class_methods(cls: type) -> List[ast.FunctionDef]:
     return found
 
 
+@functools.lru_cache(maxsize=None)
 def _written_paths(cls: type) -> List[Tuple[str, str]]:
     """(submodule path whose weight is written, method) for one class and the classes it
     inherits from; "" is the module itself."""
@@ -95,15 +95,12 @@ def _written_paths(cls: type) -> List[Tuple[str, str]]:
 
 def find_weight_writes(model: nn.Module) -> List[WeightWrite]:
     """Every (writer, written layer, where) in ``model`` whose written layer is a real module."""
-    cache: Dict[type, List[Tuple[str, str]]] = {}
     out: List[WeightWrite] = []
     for name, module in model.named_modules():
         cls = type(module)
         if cls.__module__.startswith("torch."):
             continue
-        if cls not in cache:
-            cache[cls] = _written_paths(cls)
-        for path, method in cache[cls]:
+        for path, method in _written_paths(cls):  # parsed once per class
             try:
                 target = module.get_submodule(path) if path else module
             except AttributeError:
