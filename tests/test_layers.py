@@ -181,6 +181,39 @@ def test_split_by_rows_groups_and_restores_order():
     assert x.grad.squeeze(1).tolist() == [10.0, 20.0, 10.0, 20.0, 30.0]
 
 
+class _InitOnly(nn.Conv2d):
+    """A subclass that only sets its weights (RCAN's MeanShift): nn.Conv2d's own code runs."""
+
+    def __init__(self):
+        super().__init__(3, 5, 3, padding=1)
+        self.weight.data.normal_()
+
+
+class _OwnConvForward(nn.Conv2d):
+    """Replaces the method nn.Conv2d.forward calls: code of its own."""
+
+    def _conv_forward(self, x, weight, bias):
+        return super()._conv_forward(x, weight * 2, bias)
+
+
+@pytest.mark.parametrize("make, own", [(_InitOnly, False), (lambda: _OwnConvForward(3, 5, 3, padding=1), True),
+                                        (lambda: type("InitOnlyLinear", (nn.Linear,), {})(3, 5), False)])
+def test_a_subclass_runs_its_own_code_only_where_it_replaces_a_method(make, own):
+    """An init-only subclass takes the plain per-sample forms (before, every one ran each λ
+    row on its own); a replaced method keeps the subclass's forward, so both stay exact."""
+    base = make()
+    layer = (TunableLinear if isinstance(base, nn.Linear) else TunableConv2d)(base, K)
+    assert layer.custom_forward is own
+    _randomise(layer)
+    x = torch.randn(4, 3, 6, 6) if isinstance(base, nn.Conv2d) else torch.randn(4, 3)
+    c = _coeffs(4)
+    y = layer(x, coeffs=c)
+    for i in range(4):
+        base.weight, base.bias = (nn.Parameter(t) for t in (mix(layer.weights, c[i]), mix(layer.biases, c[i])))
+        assert_close(y[i:i + 1], type(base).forward(base, x[i:i + 1]))
+        base._parameters["weight"] = base._parameters["bias"] = None
+
+
 class _OwnForward(nn.Conv2d):
     """A conv subclass with its own forward: the layer runs it with the mixture in its weight slot."""
 

@@ -76,6 +76,7 @@ class TunableConv2d(TunableModuleLayer):
     """
 
     plain_type = nn.Conv2d
+    plain_methods = ("forward", "_conv_forward")
 
     def _plain_forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         return self._modules["base_layer"]._conv_forward(x, weight, bias)
@@ -99,6 +100,7 @@ class TunableConvTranspose2d(TunableModuleLayer):
     """
 
     plain_type = nn.ConvTranspose2d
+    plain_methods = ("forward", "_output_padding")
 
     def _plain_forward(
         self, x: Tensor, weight: Tensor, bias: Optional[Tensor], output_size: Optional[list] = None

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .base import TunableLayer, expand_rows, mix, stack_kernels
 from .cache import KernelMemo, cacheable
-from .module_layer import TunableModuleLayer
+from .module_layer import TunableModuleLayer, own_forward
 
 __all__ = ["LowRankLayer", "LowRankLinear", "LOWRANK_SUFFIXES", "mixed_weight"]
 
@@ -76,7 +76,7 @@ class LowRankLayer(TunableModuleLayer):
         if "bias" in base_layer._parameters:
             base_layer._parameters["bias"] = None
         self.base_layer = base_layer
-        self.custom_forward = type(base_layer) is not self.plain_type
+        self.custom_forward = own_forward(base_layer, self.plain_type, self.plain_methods)
 
     # -- what subclasses say ---------------------------------------------------------------
     @classmethod

@@ -33,6 +33,7 @@ class LowRankConv2d(LowRankLayer):
     """
 
     plain_type = nn.Conv2d
+    plain_methods = ("forward", "_conv_forward")
 
     @classmethod
     def saves(cls, module: nn.Module, rank: int) -> bool:

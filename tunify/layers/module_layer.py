@@ -19,11 +19,21 @@ from .base import TunableLayer, current_coeffs, expand_rows, mix, split_by_rows,
 from .cache import KernelMemo, cacheable
 from .rows import RowsNotSeparable
 
-__all__ = ["TunableModuleLayer"]
+__all__ = ["TunableModuleLayer", "own_forward"]
 
 # Held while a layer with its own forward runs with a mixture in its base's weight slots. One
 # lock for all: such layers are few, and a lock object per layer would make them uncopyable.
 _SWAP_LOCK = threading.RLock()
+
+
+def own_forward(module: nn.Module, plain_type: type, methods: tuple) -> bool:
+    """Whether ``module`` (an instance of ``plain_type`` or a subclass) runs code of its own:
+    its class, or the instance itself, replaces one of the plain type's ``methods``."""
+    if not isinstance(module, plain_type):
+        return True
+    if type(module) is plain_type:
+        return any(m in vars(module) for m in methods)
+    return any(getattr(type(module), m) is not getattr(plain_type, m) or m in vars(module) for m in methods)
 
 
 class TunableModuleLayer(TunableLayer):
@@ -34,6 +44,10 @@ class TunableModuleLayer(TunableLayer):
     """
 
     plain_type: type = nn.Module
+    # The plain type's methods that its forward runs; a subclass that overrides none of them
+    # (RCAN's MeanShift, EDSR-style init-only subclasses) computes exactly what the plain
+    # type does and takes the fast paths.
+    plain_methods: tuple = ("forward",)
 
     def __init__(self, base_layer: nn.Module, num_kernels: int, zero_tail: bool = False) -> None:
         super().__init__()
@@ -47,7 +61,7 @@ class TunableModuleLayer(TunableLayer):
         if "bias" in base_layer._parameters:
             base_layer._parameters["bias"] = None
         self.base_layer = base_layer
-        self.custom_forward = type(base_layer) is not self.plain_type
+        self.custom_forward = own_forward(base_layer, self.plain_type, self.plain_methods)
 
     # -- reads of .weight / .bias keep working for code that inspects the layer -------------
     @property
