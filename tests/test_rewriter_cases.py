@@ -407,6 +407,69 @@ def test_a_batch_free_layer_where_fx_cannot_look_is_caught_on_the_first_call(tra
 
 
 
+class _Quantize(nn.Module):
+    """Kept whole (fx cannot trace a branch on a value); snaps features to a plain codebook and
+    holds nothing tunable. Counts its calls."""
+
+    calls = 0
+
+    def __init__(self):
+        super().__init__()
+        self.codes = nn.Embedding(5, 6)
+
+    def forward(self, x):  # x (B, 6, H, W)
+        type(self).calls += 1
+        flat = x.permute(0, 2, 3, 1).reshape(-1, 6)
+        z = self.codes.weight[torch.cdist(flat, self.codes.weight).argmin(1)]
+        return z.reshape(x.shape[0], *x.shape[2:], 6).permute(0, 3, 1, 2) if float(x.mean()) > -1e9 else x
+
+
+class _Coder(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.enc, self.quant, self.dec = nn.Conv2d(3, 6, 3, padding=1), inner, nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.dec(self.quant(self.enc(x)))
+
+
+@pytest.mark.parametrize("inner", ["quantize", "windows"])
+def test_a_kept_whole_block_that_reads_no_lam_needs_no_first_call_check(inner):
+    """A vector quantizer turns rounding into another code, so checking it against each λ row
+    run alone could only fail on noise: it holds nothing tunable and reads no λ, so the graph
+    around it decides, as for a model fx traced whole. A kept-whole block that does read λ is
+    checked: its first per-sample call runs it again for each row."""
+    torch.manual_seed(0)
+    tm = tunify(_Coder(_Quantize() if inner == "quantize" else _ConvWindows()), 2).eval()
+    perturb(tm, seed=1)
+    assert tm._graph is not None and tm.tunify_report.leaves
+    x = torch.randn(4, 3, 5, 5)
+    with torch.no_grad():
+        before = type(tm.model.quant).calls
+        out = tm(x, lam=LAMS4)
+        first = type(tm.model.quant).calls - before
+        assert (first == 1) == (inner == "quantize") and not tm.split_reasons
+        assert tm.tunify_report.per_sample == "native"
+        before = type(tm.model.quant).calls
+        tm(x, lam=LAMS4)
+        assert type(tm.model.quant).calls - before == 1  # proved once per kind of call
+        _rows_are_separate_runs(tm, out, x, LAMS4)
+
+
+class _ConvWindows(nn.Module):
+    """Kept whole, and a tunable conv inside on the samples' own rows."""
+
+    calls = 0
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        type(self).calls += 1
+        return self.conv(x) if float(x.mean()) > -1e9 else x
+
+
 # -- weight norm and spectral norm -------------------------------------------------------------
 class Normed(nn.Module):
     def __init__(self, new: bool):

@@ -1,5 +1,6 @@
 """Tunable layers: K stacked kernels mixed per call. They know nothing of training or graphs."""
-from .base import TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, row_groups, split_by_rows, stack_kernels
+from .base import (TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, row_groups, scope_reads, split_by_rows,
+                   stack_kernels)
 from .cache import cached_mix, clear_kernel_cache, kernel_cache_size
 from .conv import TunableConv2d, TunableConvTranspose2d
 from .linear import TunableLinear
@@ -35,6 +36,7 @@ __all__ = [
     "TunableParameter",
     "coeff_scope",
     "current_coeffs",
+    "scope_reads",
     "expand_rows",
     "mix",
     "mix_parameter",

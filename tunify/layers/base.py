@@ -26,11 +26,13 @@ __all__ = [
     "mix",
     "expand_rows",
     "row_groups",
+    "scope_reads",
     "split_by_rows",
     "stack_kernels",
 ]
 
 _COEFFS: ContextVar[Optional[Tensor]] = ContextVar("tunify_coeffs", default=None)
+_READS: ContextVar[Optional[List[str]]] = ContextVar("tunify_scope_reads", default=None)
 
 
 @contextlib.contextmanager
@@ -44,9 +46,24 @@ def coeff_scope(coeffs: Optional[Tensor]) -> Iterator[None]:
         _COEFFS.reset(token)
 
 
+@contextlib.contextmanager
+def scope_reads() -> Iterator[List[str]]:
+    """Inside, each read of the scope (:func:`current_coeffs`) appends its reader to the list
+    yielded: an empty list after a run means every coefficient came in as an argument."""
+    reads: List[str] = []
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
 def current_coeffs(who: str = "a tunable layer") -> Tensor:
     """The coefficients of the innermost :func:`coeff_scope`; raises if there is none."""
     coeffs = _COEFFS.get()
+    reads = _READS.get()
+    if reads is not None:
+        reads.append(who)
     if coeffs is None:
         raise RuntimeError(
             f"{who} ran without a control vector λ. Call the tunified model as "

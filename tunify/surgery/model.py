@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ..lam import LamLike, LamSpace
-from ..layers import TunableModuleLayer, coeff_scope, mix, row_owners, split_at_owners, split_by_rows
+from ..layers import TunableModuleLayer, coeff_scope, mix, row_owners, scope_reads, split_at_owners, split_by_rows
 from .baked_part import strip_tunable_parametrizations, swap_children
 from .config import TunifyConfig
 from .fast import fast_eligible, fast_for
@@ -267,10 +267,11 @@ class TunableModel(nn.Module):
         climbs = 0 if torch.compiler.is_compiling() else _MAX_NEW_OWNERS
         for step in range(climbs + 1):
             try:
-                out = self._run_by_owners(owners, args, kwargs, coeffs)
+                with scope_reads() as reads:
+                    out = self._run_by_owners(owners, args, kwargs, coeffs)
                 if step:  # owners found at run time (owner_search.py): say so
                     self.tunify_report.per_sample = owners_summary(self.model, owners)
-                if self._proved_native(owners, args, kwargs, coeffs):
+                if self._proved_native(owners, args, kwargs, coeffs, bool(reads)):
                     return out
                 return split_by_rows(self._run, coeffs, args, kwargs)
             except ValueError as exc:
@@ -294,11 +295,13 @@ class TunableModel(nn.Module):
         self.split_reasons.append(reason)
         self.tunify_report.per_sample = f"exact, by running each distinct λ row on the shared path ({reason})"
 
-    def _proved_native(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor) -> bool:
+    def _proved_native(self, owners: list, args: tuple, kwargs: dict, coeffs: Tensor, read_scope: bool) -> bool:
         """Whether native per-sample kernels may stand for this kind of call (row_proof.py):
-        always on the traced graph alone; where fx could not look, once checked against each
-        λ row run alone. False records the reason: every later call runs by rows."""
-        if self._graph is not None and not self.tunify_report.leaves and not self.writers:
+        always on the traced graph alone, or where no code outside it read λ (``read_scope``:
+        whether the run read the coefficient scope, as kept-whole submodules and weight-like
+        tensors do); where fx could not look, once checked against each λ row run alone.
+        False records the reason: every later call runs by rows."""
+        if self._graph is not None and not self.writers and (not self.tunify_report.leaves or not read_scope):
             return True
         if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
             return True
