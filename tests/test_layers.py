@@ -10,8 +10,12 @@ from tunify.layers import (
     TunableConv2d,
     TunableConvTranspose2d,
     TunableLinear,
+    autotune,
+    clear_form_choices,
     coeff_scope,
     expand_rows,
+    forced_form,
+    form_choices,
     mix,
     split_by_rows,
     tunable_conv2d,
@@ -63,6 +67,86 @@ def test_conv2d_matches_per_sample_reference(cfg, size):
         assert_close(out[i : i + 1], ref(x[i : i + 1]))
     # shared coefficients equal the per-sample path with identical rows
     assert_close(layer(x, coeffs=c[0]), layer(x, coeffs=c[:1].repeat(4, 1)))
+
+
+def _per_row_reference(layer, x, c, plain):
+    """Each sample through ``plain`` at its own mixture, stacked: the value every form must give."""
+    return torch.cat([plain(x[i:i + 1], mix(layer.weights, c[i]), None if layer.biases is None else mix(layer.biases, c[i]))
+                      for i in range(x.shape[0])])
+
+
+def _forms_agree(layer, x, c, plain, names):
+    """Every per-sample form (forced in turn) equals the per-row reference, and so do the
+    gradients of the input and of the stacks."""
+    x = x.detach().requires_grad_()
+    ref = _per_row_reference(layer, x, c, plain)
+    g = torch.randn_like(ref)
+    stacks = [t for t in (layer.weights, layer.biases) if t is not None]
+    want = torch.autograd.grad(ref, [x, *stacks], g)
+    for name in names:
+        with forced_form(name):
+            out = layer(x, coeffs=c)
+        assert_close(out, ref)
+        for got, exp in zip(torch.autograd.grad(out, [x, *stacks], g), want):
+            assert_close(got, exp, rel=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+@pytest.mark.parametrize("cfg", CONVS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items() if k not in ("in_channels", "out_channels")))
+def test_every_per_sample_conv_form_is_exact_with_its_gradients(cfg, channels_last):
+    layer = TunableConv2d(nn.Conv2d(**cfg), K)
+    _randomise(layer)
+    x, c = torch.randn(4, 4, 9, 7), _coeffs(4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    base = layer.base_layer
+    ref_conv = nn.Conv2d(**cfg)
+
+    def plain(xi, w, b):
+        return ref_conv._conv_forward(xi, w, b)
+
+    pointwise = cfg["kernel_size"] == 1
+    _forms_agree(layer, x, c, plain, ("k_outputs", "grouped") + (("pointwise",) if pointwise else ()))
+    assert base.weight is None  # the slots stay empty
+    if channels_last and cfg.get("padding_mode", "zeros") == "zeros":  # K outputs keep the memory format
+        with torch.no_grad(), forced_form("k_outputs"):
+            assert layer(x, coeffs=c).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_per_sample_linear_form_is_exact_with_its_gradients(bias):
+    layer = TunableLinear(nn.Linear(5, 7, bias=bias), K)
+    _randomise(layer)
+    _forms_agree(layer, torch.randn(3, 6, 5), _coeffs(3), F.linear, ("k_outputs", "batched"))
+
+
+def test_forms_are_measured_once_per_signature_and_not_where_off():
+    """The first per-sample call of a signature times its forms and keeps the fastest; a call
+    with a backward is a signature of its own; with autotune off the static rule decides and
+    nothing is measured. Timing draws no random numbers."""
+    layer = TunableConv2d(nn.Conv2d(4, 6, 3, padding=1), K)
+    x, c = torch.randn(2, 4, 8, 8), _coeffs(2)
+    clear_form_choices()
+    try:
+        autotune(False)
+        with torch.no_grad():
+            layer(x, coeffs=c)
+        assert form_choices() == {}
+        autotune(True)
+        state = torch.get_rng_state()
+        with torch.no_grad():
+            layer(x, coeffs=c)
+            layer(x, coeffs=c)
+        assert torch.equal(torch.get_rng_state(), state)
+        (key, chosen), = form_choices().items()
+        assert chosen in ("k_outputs", "grouped") and key[0] == "conv2d" and key[1] is False
+        layer(x, coeffs=c).sum().backward()
+        assert sorted(k[1] for k in form_choices()) == [False, True]
+        layer(x[:, :, :6], coeffs=c)  # another shape: measured afresh
+        assert len(form_choices()) == 3
+    finally:
+        autotune(True)
+        clear_form_choices()
 
 
 @pytest.mark.parametrize("cfg", [

@@ -17,6 +17,7 @@ from .layers import (
     TunableLinear,
     TunableModuleLayer,
     TunableParameter,
+    autotune,
 )
 from .surgery import (
     TraceFailure,
@@ -47,6 +48,7 @@ __all__ = [
     "TunableLinear",
     "TunableParameter",
     "LamSpace",
+    "autotune",
     "register_layer",
     "TraceFailure",
     "save_pretrained",

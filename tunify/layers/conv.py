@@ -1,10 +1,10 @@
 """Tunable 2-D convolutions.
 
 Shared λ: mix the K kernels once, then one ordinary convolution (the cost of the original).
-Per-sample λ: every sample meets its own kernel in one call, in the form that is fastest
-for the shape (see :func:`conv2d_per_sample`): a grouped convolution with ``groups =
-B·groups`` (the batch folded into the channels), a batched matmul for pointwise kernels, or,
-on tiny feature maps, all K kernels at once with the outputs mixed per sample.
+Per-sample λ: every sample meets its own kernel in one call, in the form measured fastest
+for the call's signature (:func:`conv2d_per_sample`, forms.py): a grouped convolution with
+``groups = B·groups`` (the batch folded into the channels), a batched matmul for pointwise
+kernels, or all K kernels at once with the outputs mixed per sample.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import expand_rows, mix
+from .forms import choose_form, needs_backward
 from .module_layer import TunableModuleLayer
 
 __all__ = ["TunableConv2d", "TunableConvTranspose2d", "conv2d_per_sample"]
@@ -24,12 +25,60 @@ def _ones(stride) -> bool:
     return all(v == 1 for v in stride) if isinstance(stride, (tuple, list)) else stride == 1
 
 
-# Below this many input pixels a per-sample kernel costs more to build (B copies of the
-# weight, and their gradients) than to skip: run all K kernels as one wider convolution and
-# mix the K outputs per sample instead. Measured crossover on CPUs: 16-64 pixels. Dense convs
-# only: a grouped conv (NAFNet's depthwise ones) made K times wider runs mkldnn's slow path,
-# 1.4-14x a plain step at 2x2-8x8 (fwd+bwd, B=8), where the B·groups grouped form costs 0.95-1.5x.
+# The static rule, where forms are not measured (forms.py): below this many input pixels a
+# per-sample kernel costs more to build (B copies of the weight, and their gradients) than to
+# skip, so all K kernels run and the K outputs are mixed per sample. Measured crossover on
+# CPUs: 16-64 pixels. Dense convs only: a grouped conv (NAFNet's depthwise ones) made K times
+# wider runs mkldnn's slow path, 1.4-14x a plain step at 2x2-8x8 (fwd+bwd, B=8), where the
+# B·groups grouped form costs 0.95-1.5x.
 FEW_PIXELS = 32
+
+
+def _k_outputs(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor], stride, padding, dilation,
+               groups: int) -> Tensor:
+    """Σ_k ω_bk (W_k * x_b): no per-sample kernel is built, and the weight gradient is that of
+    K plain convolutions. Dense convs run all K kernels as one conv K times wider; grouped ones
+    run K plain convs (a K-times-wider grouped conv takes mkldnn's slow path). Elementwise
+    mixing keeps the input's memory format (channels_last stays channels_last)."""
+    k, out = weights.shape[:2]
+    if groups == 1:
+        y = F.conv2d(x, weights.reshape(k * out, *weights.shape[2:]), None, stride, padding, dilation)
+        parts = [y[:, i * out:(i + 1) * out] for i in range(k)]
+    else:
+        parts = [F.conv2d(x, weights[i], None, stride, padding, dilation, groups) for i in range(k)]
+    c = coeffs.to(parts[0].dtype)[:, :, None, None, None]
+    # In place wherever autograd allows (no conv saves its output): every fresh feature map
+    # is an allocation, and on CPUs large ones cost page faults that rival the arithmetic.
+    y = parts[0] * c[:, 0] if groups == 1 else parts[0].mul_(c[:, 0])
+    for i in range(1, k):
+        y = y.addcmul_(parts[i], c[:, i])
+    return y if bias is None else y.add_(bias[:, :, None, None])
+
+
+def _pointwise(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor], *geometry) -> Tensor:
+    """One batched matmul with each sample's mixed 1x1 kernel, which trains several times
+    faster on CPUs than a grouped convolution with B groups (whose weight gradient is B small
+    kernels). The bias goes in as the matmul's addend: a separate add is one more pass over y."""
+    b, c, h, w = x.shape
+    out = weights.shape[1]
+    kern, xs = mix(weights, coeffs).reshape(b, out, c), x.reshape(b, c, h * w)
+    y = torch.bmm(kern, xs) if bias is None else torch.baddbmm(bias[:, :, None].expand(b, out, h * w), kern, xs)
+    return y.reshape(b, out, h, w)
+
+
+def _grouped(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor], stride, padding, dilation,
+             groups: int) -> Tensor:
+    """The batch folded into the channels: one conv with B·groups groups, each sample's
+    mixed kernel and bias on its own channels."""
+    b, c, h, w = x.shape
+    weight = mix(weights, coeffs)
+    y = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(-1, *weight.shape[2:]),
+                 None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * b)
+    return y.reshape(b, weights.shape[1], *y.shape[-2:])
+
+
+_FORMS = {"k_outputs": _k_outputs, "grouped": _grouped, "pointwise": _pointwise}
+_DENSE, _POINTWISE = ("k_outputs", "grouped"), ("k_outputs", "grouped", "pointwise")  # the last: the static rule's
 
 
 def conv2d_per_sample(
@@ -39,33 +88,19 @@ def conv2d_per_sample(
     """Each sample with its own mixture of K kernels.
 
     x (B, C, H, W), coeffs (B, K), weights (K, out, C/groups, kh, kw), bias (B, out) or None
-    → (B, out, H', W'). Picks one of three exact forms by shape: K-wide convolution with
-    per-sample output mixing (few pixels), one batched matmul (pointwise), or one grouped
-    convolution with B·groups groups (the rest).
+    → (B, out, H', W'). Runs the fastest of its exact forms for this signature (forms.py):
+    the K outputs mixed per sample, one batched matmul (pointwise kernels), or one grouped
+    convolution with B·groups groups.
     """
-    b, c, h, w = x.shape
-    k, out = weights.shape[:2]
-    if h * w <= FEW_PIXELS and groups == 1:
-        rest = weights.shape[2:]
-        # Interleave so that each group's K·out/g output channels stay contiguous.
-        wide = weights.reshape(k, groups, out // groups, *rest).transpose(0, 1).reshape(-1, *rest)
-        y = F.conv2d(x, wide, None, stride, padding, dilation, groups)
-        y = y.reshape(b, groups, k, out // groups, *y.shape[-2:])
-        y = torch.einsum("bgkohw,bk->bgohw", y, coeffs.to(y.dtype)).reshape(b, out, *y.shape[-2:])
-    elif groups == 1 and weights.shape[-2:] == (1, 1) and _ones(stride) and padding in (0, (0, 0), "valid", "same"):
-        # Pointwise: one batched matmul, which trains several times faster on CPUs than a
-        # grouped convolution with B groups (its weight gradient is B small kernels). The
-        # bias goes in as the matmul's addend: a separate add is one more pass over y.
-        kern, xs = mix(weights, coeffs).reshape(b, out, c), x.reshape(b, c, h * w)
-        y = torch.bmm(kern, xs) if bias is None else torch.baddbmm(bias[:, :, None].expand(b, out, h * w), kern, xs)
-        return y.reshape(b, out, h, w)
-    else:
-        # Each sample's bias is the bias of its own B·groups channels: the conv adds it.
-        weight = mix(weights, coeffs)
-        y = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(-1, *weight.shape[2:]),
-                     None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * b)
-        return y.reshape(b, out, *y.shape[-2:])
-    return y if bias is None else y + bias[:, :, None, None]
+    names = _DENSE
+    if groups == 1 and weights.shape[-2:] == (1, 1) and _ones(stride) and padding in (0, (0, 0), "valid", "same"):
+        names = _POINTWISE
+    h, w = x.shape[-2:]
+    static = "k_outputs" if h * w <= FEW_PIXELS and groups == 1 else names[-1]
+    key = ("conv2d", needs_backward(x, weights, bias), x.shape, x.stride(), weights.shape, bias is None,
+           x.dtype, x.device, stride, padding, dilation, groups)
+    inputs = (x, coeffs, weights, bias, stride, padding, dilation, groups)
+    return _FORMS[choose_form(key, _FORMS, names, inputs, static)](*inputs)
 
 
 class TunableConv2d(TunableModuleLayer):
