@@ -106,7 +106,7 @@ def test_every_per_sample_conv_form_is_exact_with_its_gradients(cfg, channels_la
         return ref_conv._conv_forward(xi, w, b)
 
     pointwise = cfg["kernel_size"] == 1
-    _forms_agree(layer, x, c, plain, ("k_outputs", "grouped") + (("pointwise",) if pointwise else ()))
+    _forms_agree(layer, x, c, plain, ("k_outputs", "grouped", "each_sample") + (("pointwise",) if pointwise else ()))
     assert base.weight is None  # the slots stay empty
     if channels_last and cfg.get("padding_mode", "zeros") == "zeros":  # K outputs keep the memory format
         with torch.no_grad(), forced_form("k_outputs"):
@@ -139,7 +139,7 @@ def test_forms_are_measured_once_per_signature_and_not_where_off():
             layer(x, coeffs=c)
         assert torch.equal(torch.get_rng_state(), state)
         (key, chosen), = form_choices().items()
-        assert chosen in ("k_outputs", "grouped") and key[0] == "conv2d" and key[1] is False
+        assert chosen in ("k_outputs", "grouped", "each_sample") and key[0] == "conv2d" and key[1] is False
         layer(x, coeffs=c).sum().backward()
         assert sorted(k[1] for k in form_choices()) == [False, True]
         layer(x[:, :, :6], coeffs=c)  # another shape: measured afresh

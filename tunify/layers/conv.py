@@ -61,7 +61,16 @@ def _pointwise(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor
     kernels). The bias goes in as the matmul's addend: a separate add is one more pass over y."""
     b, c, h, w = x.shape
     out = weights.shape[1]
-    kern, xs = mix(weights, coeffs).reshape(b, out, c), x.reshape(b, c, h * w)
+    kern = mix(weights, coeffs).reshape(b, out, c)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        # channels_last maps (timm's ConvNeXt MLP) are (B, H·W, C) in memory: multiply them
+        # as they lie, and the output comes out channels_last too. NCHW's (B, C, H·W) view
+        # would copy the input first, and the plain 1x1 conv runs NHWC there.
+        xs = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        y = torch.bmm(xs, kern.transpose(1, 2)) if bias is None else \
+            torch.baddbmm(bias[:, None, :].expand(b, h * w, out), xs, kern.transpose(1, 2))
+        return y.reshape(b, h, w, out).permute(0, 3, 1, 2)
+    xs = x.reshape(b, c, h * w)
     y = torch.bmm(kern, xs) if bias is None else torch.baddbmm(bias[:, :, None].expand(b, out, h * w), kern, xs)
     return y.reshape(b, out, h, w)
 
@@ -77,8 +86,20 @@ def _grouped(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor],
     return y.reshape(b, weights.shape[1], *y.shape[-2:])
 
 
-_FORMS = {"k_outputs": _k_outputs, "grouped": _grouped, "pointwise": _pointwise}
+def _each_sample(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor], stride, padding, dilation,
+                 groups: int) -> Tensor:
+    """One plain convolution per sample with its own mixed kernel, outputs concatenated: B calls,
+    but each is the plain op on the input's own layout (channels_last maps stay channels_last,
+    where oneDNN's kernels are fast and the folded form must copy to NCHW), and the weight
+    gradients are B plain ones, not one B·groups grouped one."""
+    weight = mix(weights, coeffs)
+    return torch.cat([F.conv2d(x[i:i + 1], weight[i], None if bias is None else bias[i], stride, padding, dilation, groups)
+                      for i in range(x.shape[0])])
+
+
+_FORMS = {"k_outputs": _k_outputs, "each_sample": _each_sample, "grouped": _grouped, "pointwise": _pointwise}
 _DENSE, _POINTWISE = ("k_outputs", "grouped"), ("k_outputs", "grouped", "pointwise")  # the last: the static rule's
+_EACH_UP_TO = 16  # samples: beyond, B Python calls per layer are not worth a measurement
 
 
 def conv2d_per_sample(
@@ -89,14 +110,16 @@ def conv2d_per_sample(
 
     x (B, C, H, W), coeffs (B, K), weights (K, out, C/groups, kh, kw), bias (B, out) or None
     → (B, out, H', W'). Runs the fastest of its exact forms for this signature (forms.py):
-    the K outputs mixed per sample, one batched matmul (pointwise kernels), or one grouped
-    convolution with B·groups groups.
+    the K outputs mixed per sample, one batched matmul (pointwise kernels), one grouped
+    convolution with B·groups groups, or (B ≤ 16) one plain convolution per sample.
     """
     names = _DENSE
     if groups == 1 and weights.shape[-2:] == (1, 1) and _ones(stride) and padding in (0, (0, 0), "valid", "same"):
         names = _POINTWISE
     h, w = x.shape[-2:]
     static = "k_outputs" if h * w <= FEW_PIXELS and groups == 1 else names[-1]
+    if x.shape[0] <= _EACH_UP_TO:
+        names = names + ("each_sample",)
     key = ("conv2d", needs_backward(x, weights, bias), x.shape, x.stride(), weights.shape, bias is None,
            x.dtype, x.device, stride, padding, dilation, groups)
     inputs = (x, coeffs, weights, bias, stride, padding, dilation, groups)
