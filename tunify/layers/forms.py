@@ -2,7 +2,8 @@
 
 A conv or linear layer can take a per-sample λ in several exact ways (conv.py, linear.py):
 build each sample's kernel and fold the batch into a grouped convolution or a batched
-matmul, or run all K kernels and mix their K outputs per sample. Which is fastest depends on
+matmul, or run one plain call per sample, or run all K kernels and mix their K outputs per
+sample. Which is fastest depends on
 the shape, the memory format, the device and on whether a backward follows: on a few pixels
 the K outputs win; a depthwise conv fed channels_last maps, which the folded form must copy
 into NCHW and whose B·C-group weight gradient is slow, often runs faster as K plain convs.
