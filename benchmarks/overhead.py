@@ -5,13 +5,15 @@ once, interleaved) and reported as the median over rounds: timings on these shar
 swing 2-5x run to run, ratios within a round do not. Budgets are in rounds, not seconds.
 
 Sections (issue 13's table):
-  inference  B=1 shared λ, baked; B=4/8 per-sample λ (a fresh λ every call), beside the
+  inference  B=1 shared λ, baked; B=4/8 per-sample λ (a fresh λ every call; also with the
+             static rule's per-sample forms instead of the measured ones), beside the
              anchors: the unofficial port's re-mix on every call (naive) and timm CondConv2d
              (both convs only, see overhead_anchors.py); and the per-sample floor: the plain
              net plus, per tunable layer, the cheaper of building B mixed kernels or running
              its K kernels (overhead_floor.py)
-  training   one step (forward, backward, AdamW) at B=8 with per-sample λ; the floor is the
-             plain step with the optimizer over p× parameters swapped in
+  training   one step (forward, backward, AdamW) at B=8 with per-sample λ (and with the static
+             rule's forms); the floor is the plain step with the optimizer over p× parameters
+             swapped in
   memory     peak resident memory of a training step (a fresh process per variant)
   compile    torch.compile(tm) on the CPU: equal to eager, graphs for several λ, speed-up
 
@@ -35,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from overhead_anchors import ANCHOR_LAM, CondConvAnchor, NaiveTunableConv2d, with_anchor  # noqa: E402
 from overhead_floor import floor_model  # noqa: E402
 
-from tunify import bake, tunify  # noqa: E402
+from tunify import autotune, bake, tunify  # noqa: E402
 from tunify.archs import create_model  # noqa: E402
 
 P = 2
@@ -82,6 +84,17 @@ def build(make) -> tuple:
     return model, tm, with_anchor(model, NaiveTunableConv2d, P).eval(), with_anchor(model, CondConvAnchor, P).eval()
 
 
+def _static_rule(fn):
+    """``fn`` with the per-sample forms of the static rule, not the measured ones (layers/forms.py)."""
+    def run():
+        autotune(False)
+        try:
+            return fn()
+        finally:
+            autotune(True)
+    return run
+
+
 def _anchor(model, lam_fn):
     def run(x):
         ANCHOR_LAM[0] = lam_fn()
@@ -105,6 +118,7 @@ def inference(name: str, make, size: int, rounds: int) -> list:
         floor = floor_model(model, tm, b)
         r = interleaved({
             "plain": lambda: model(x), "per_sample": lambda: tm(x, lam=lam_rows(x.shape[0])),
+            "static": _static_rule(lambda: tm(x, lam=lam_rows(x.shape[0]))),
             "floor": lambda: floor(x),  # the plain net plus the least extra a per-sample λ needs
             "naive": lambda: _anchor(naive, lambda: lam_rows(x.shape[0]))(x),
             "condconv": lambda: _anchor(cond, lambda: lam_rows(x.shape[0]))(x),
@@ -147,6 +161,7 @@ def training(name: str, make, size: int, rounds: int, batch: int = 8) -> dict:
     r = interleaved({
         "plain": lambda: _step(model, opts["plain"], x, plain_call),
         "per_sample": lambda: _step(tm, opts["tm"], x, tm_call),
+        "static": _static_rule(lambda: _step(tm, opts["tm"], x, tm_call)),
         "mix_floor": lambda: _step(floor, opts["floor"], x, plain_call),
         "condconv": lambda: _step(cond, opts["cond"], x, cond_call),
         "opt_plain": _opt_only(opts["plain"]), "opt_tm": _opt_only(opts["tm"]),
@@ -256,20 +271,22 @@ def report(res: dict) -> str:
     """Markdown tables of a results dict (what README's overhead section shows)."""
     out = [f"torch {res['torch']}, {res['threads']} CPU threads, no GPU lent (CPU only)", ""]
     if res.get("inference"):
-        out += ["| model | B | size | plain s | tunify | floor (layers mix, wide) | baked | naive re-mix | CondConv2d | per-sample path | whole-model split |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += ["| model | B | size | plain s | tunify | static rule | floor (layers mix, wide) | baked | naive re-mix | CondConv2d | per-sample path | whole-model split |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["inference"]:
             key = "shared" if r["lam"] == "shared" else "per_sample"
             floor = f"{_x(r['floor'])} ({r['floor_layers']['mix']}, {r['floor_layers']['wide']})" if "floor" in r else "–"
-            out.append(f"| {r['model']} | {r['B']} ({r['lam']}) | {r['size']} | {r['seconds']:.4f} | {_x(r[key])} | {floor} | "
+            static = _x(r["static"]) if "static" in r else "–"
+            out.append(f"| {r['model']} | {r['B']} ({r['lam']}) | {r['size']} | {r['seconds']:.4f} | {_x(r[key])} | {static} | {floor} | "
                        f"{_x(r['baked']) if 'baked' in r else '–'} | {_x(r['naive'])} | {_x(r['condconv'])} | {r.get('path', '–')} | "
                        f"{_x(r['whole']) if 'whole' in r else '–'} |")
         out.append("")
     if res.get("training"):
-        out += ["| model | B | size | plain step s | tunify per-sample | floor (optimizer over p× params) | floor with the per-layer extra (layers mix, wide) | CondConv2d | AdamW alone: plain s, tunify s |", "|---|---|---|---|---|---|---|---|---|"]
+        out += ["| model | B | size | plain step s | tunify per-sample | static rule | floor (optimizer over p× params) | floor with the per-layer extra (layers mix, wide) | CondConv2d | AdamW alone: plain s, tunify s |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["training"]:
             extra = f"{_x(r['mix_floor'])} ({r['floor_layers']['mix']}, {r['floor_layers']['wide']})" if "mix_floor" in r else "–"
-            out.append(f"| {r['model']} | {r['B']} | {r['size']} | {r['seconds']:.3f} | {_x(r['per_sample'])} | {_x(r['floor'])} | {extra} | "
+            static = _x(r["static"]) if "static" in r else "–"
+            out.append(f"| {r['model']} | {r['B']} | {r['size']} | {r['seconds']:.3f} | {_x(r['per_sample'])} | {static} | {_x(r['floor'])} | {extra} | "
                        f"{_x(r['condconv'])} | {r['opt_plain'] * r['seconds']:.3f}, {r['opt_tm'] * r['seconds']:.3f} |")
         out.append("")
     if res.get("memory"):

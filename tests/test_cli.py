@@ -42,6 +42,8 @@ def test_overhead_benchmark_smoke_prints_ratios():
     # every per-sample row and training row has its measured floor, with the layers' choices
     floors = {r for r in rows if "(per-sample)" in r or ("| 8 | " in r and "(shared)" not in r)}
     assert len(floors) == 6 and all(re.search(r"× \(\d+, \d+\)", r) for r in floors), floors
+    # and the same per-sample call with the static rule's forms beside the measured ones
+    assert all(re.search(r"\| [\d.]+× \| [\d.]+× \| [\d.]+× \(", r) for r in floors), floors
     assert "tunify() on timm resnet18" in run.stdout
 
 

@@ -149,6 +149,29 @@ def test_forms_are_measured_once_per_signature_and_not_where_off():
         clear_form_choices()
 
 
+def test_a_form_is_forced_then_off_then_measured_then_remembered():
+    from tunify.layers.forms import choose_form
+
+    ran = []
+    forms = {"a": lambda t: ran.append("a") or t * 1, "b": lambda t: ran.append("b") or t * 2}
+    args = (("test-signature",), forms, ("a", "b"), (torch.ones(3),))
+    clear_form_choices()
+    try:
+        with forced_form("a"):
+            assert choose_form(*args, "b") == "a" and not ran
+        chosen = choose_form(*args, "b")  # measured: both ran, one warm-up and three timed runs each
+        assert ran.count("a") == ran.count("b") == 4 and form_choices() == {("test-signature",): chosen}
+        ran.clear()
+        other = "a" if chosen == "b" else "b"
+        autotune(False)  # the static rule, though a choice was measured
+        assert choose_form(*args, other) == other
+        autotune(True)
+        assert choose_form(*args, other) == chosen and not ran  # remembered, not measured again
+    finally:
+        autotune(True)
+        clear_form_choices()
+
+
 @pytest.mark.parametrize("cfg", [
     dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, output_padding=1),
     dict(in_channels=4, out_channels=6, kernel_size=4, stride=2, padding=1, groups=2, bias=False),

@@ -37,7 +37,8 @@ _REPEATS = 3  # timed runs per candidate after one warm-up; the minimum counts
 
 
 def autotune(enabled: bool) -> None:
-    """Measure per-sample forms on their first call (the default), or always use the static rule."""
+    """Measure per-sample forms on their first call (the default), or always use the static rule
+    (choices measured so far are set aside, and stand again when it is switched back on)."""
     _ENABLED[0] = bool(enabled)
 
 
@@ -62,7 +63,7 @@ def forced_form(name: str) -> Iterator[None]:
 
 
 def _can_time(inputs: tuple) -> bool:
-    return (_ENABLED[0] and torch._C._get_tracing_state() is None
+    return (torch._C._get_tracing_state() is None
             and torch._C._functorch.maybe_current_level() is None
             and all(type(t) in _PLAIN for t in inputs if isinstance(t, Tensor)))  # no fake or wrapped tensors
 
@@ -113,6 +114,8 @@ def choose_form(key: tuple, forms: Dict[str, Callable[..., Tensor]], names: tupl
     forced = _FORCED.get()
     if forced is not None and forced in names:
         return forced
+    if not _ENABLED[0]:  # measured choices are set aside, kept for when it is on again
+        return static
     found = _CHOICES.get(key)
     if found is not None:
         return found
