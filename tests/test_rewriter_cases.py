@@ -470,6 +470,36 @@ class _ConvWindows(nn.Module):
         return self.conv(x) if float(x.mean()) > -1e9 else x
 
 
+def test_hooks_on_a_converted_layer_keep_running_and_bake_puts_them_back():
+    """A forward hook (a feature tap) and a full backward hook on layers that become tunable: the
+    plain path never calls the kept ``base_layer``, so left there they would be dropped without a
+    word. They move to the tunable layer, fire with the original's values at init, and the
+    original model keeps its own; bake moves them to its plain layers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1))
+    taps, grads = [], []
+    model[0].register_forward_hook(lambda mod, args, out: taps.append(out.detach().clone()))
+    model[2].register_full_backward_hook(lambda mod, gin, gout: grads.append(gout[0].detach().clone()))
+    x = torch.randn(3, 3, 6, 6)
+    model(x).square().sum().backward()
+    tap, grad = taps.pop(), grads.pop()
+    tm = tunify(model, 2)
+    assert len(model[0]._forward_hooks) == 1 and len(model[2]._backward_hooks) == 1  # the original's stay
+    for lam in ([0.3, 0.7], LAMS):
+        tm(x, lam=lam).square().sum().backward()
+        assert_close(taps.pop(), tap)
+        assert_close(grads.pop(), grad)
+    assert not taps and not grads
+    perturb(tm, seed=1)
+    with torch.no_grad():
+        want = tm(x, lam=[0.3, 0.7])
+        mine = taps.pop()
+        plain = bake(tm, [0.3, 0.7])
+        assert_close(plain(x), want)
+        assert_close(taps.pop(), mine)
+        assert type(plain[0]) is nn.Conv2d and not taps
+
+
 # -- weight norm and spectral norm -------------------------------------------------------------
 class Normed(nn.Module):
     def __init__(self, new: bool):

@@ -17,6 +17,7 @@ from .fast import fast_eligible, fast_for
 from .graph import COEFFS_INPUT, resync_attrs
 from .owner_search import executing_at_failure, next_owner
 from .owners import owners_summary
+from .plan import move_hooks
 from .report import TunifyReport
 from .row_proof import call_kind, prove_native
 from .writers import unfused
@@ -395,8 +396,8 @@ def bake(tm: TunableModel, lam: LamLike) -> nn.Module:
     coeffs = tm.lam_space.coefficients(lam)
     plain = copy.deepcopy(tm.model, hook_memo(tm.model))
     if isinstance(plain, TunableModuleLayer):
-        return plain.to_plain(coeffs)
-    swap_children(plain, lambda c: isinstance(c, TunableModuleLayer), lambda c: c.to_plain(coeffs))
+        return move_hooks(plain, plain.to_plain(coeffs))
+    swap_children(plain, lambda c: isinstance(c, TunableModuleLayer), lambda c: move_hooks(c, c.to_plain(coeffs)))
     for module in list(plain.modules()):
         strip_tunable_parametrizations(module, lambda name, stack: mix(stack, coeffs).clone())
     return plain

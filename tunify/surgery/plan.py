@@ -22,7 +22,7 @@ from .dispatch import is_norm, lookup_layer
 from .report import Skipped
 from .targets import TargetMatcher, TargetSpec
 
-__all__ = ["Plan", "make_plan", "apply_plan", "list_targets"]
+__all__ = ["Plan", "make_plan", "apply_plan", "list_targets", "move_hooks"]
 
 
 @dataclass
@@ -110,6 +110,28 @@ def list_targets(model: nn.Module) -> Dict[str, str]:
 LOW_RANK_OF = {TunableConv2d: LowRankConv2d, TunableLinear: LowRankLinear}
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_backward_hooks", "_backward_pre_hooks")
+
+
+def move_hooks(source: nn.Module, target: nn.Module) -> nn.Module:
+    """Forward and backward hooks of ``source`` move to ``target``; returns ``target``.
+
+    A hook on an original layer (a feature tap, a gradient monitor) must move to the tunable
+    layer, which is what the network calls now: left on ``base_layer``, which the plain path
+    never calls, it would be dropped silently; ``bake`` moves it back to the plain layer.
+    (Pre-hooks are refused before: lookup_layer.)"""
+    for attr in _HOOK_DICTS:
+        hooks = getattr(source, attr, None)
+        if hooks:
+            getattr(target, attr).update(hooks)
+            hooks.clear()
+    if getattr(source, "_is_full_backward_hook", None) is not None:
+        target._is_full_backward_hook = source._is_full_backward_hook
+        source._is_full_backward_hook = None
+    return target
+
+
 def apply_plan(model: nn.Module, plan: Plan, space: LamSpace, rank: Optional[int] = None) -> nn.Module:
     """Swap planned layers for tunable ones and parametrize planned tensors, in place.
 
@@ -131,6 +153,7 @@ def apply_plan(model: nn.Module, plan: Plan, space: LamSpace, rank: Optional[int
                 made[id(module)] = low(module, k, zero_tail, rank=rank, generator=gen)
             else:
                 made[id(module)] = full(module, k, zero_tail)
+            move_hooks(module, made[id(module)])
         return made[id(module)]
 
     if id(model) in plan.layers:
