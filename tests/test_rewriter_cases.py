@@ -500,6 +500,41 @@ def test_hooks_on_a_converted_layer_keep_running_and_bake_puts_them_back():
         assert type(plain[0]) is nn.Conv2d and not taps
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_hook_on_a_block_the_graph_would_inline_runs_on_every_call(when):
+    """fx inlines a plain container: a hook on it would never run in the traced graph. Hooked
+    at conversion, the block is kept whole (called as a module); hooked afterwards, calls run
+    the module path. Either way the hook sees every call (shared, fast path, per-sample) with
+    the block's true output."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()),
+                          nn.Conv2d(4, 3, 3, padding=1))
+    taps = []
+
+    def tap(mod, args, out):
+        taps.append(out.detach().clone())
+    if when == "before":
+        model[1].register_forward_hook(tap)
+    tm = tunify(model, 2)
+    perturb(tm, seed=1)
+    if when == "after":
+        tm.model[1].register_forward_hook(tap)
+    x = torch.randn(2, 3, 6, 6)
+    for grad in (True, False, False, False):  # the no-grad repeats take the fast path where there is one
+        with torch.set_grad_enabled(grad):
+            out = tm(x, lam=[0.3, 0.7])
+        assert len(taps) == 1 and taps.pop().shape == (2, 4, 6, 6)
+    with torch.no_grad():
+        block = tm.model[1]
+        with tm.lam_scope([0.3, 0.7]):
+            assert_close(block(tm.model[0](x)), taps.pop())  # the direct call's own tap: the true output
+        assert_close(tm(x, lam=[0.3, 0.7]), out)
+        assert len(taps) == 1
+        taps.clear()
+        tm(x, lam=LAMS[:2])
+        assert len(taps) >= 1  # the first per-sample call of a kind may run the block again for its check
+
+
 # -- weight norm and spectral norm -------------------------------------------------------------
 class Normed(nn.Module):
     def __init__(self, new: bool):

@@ -20,6 +20,7 @@ from .owners import owners_summary
 from .plan import move_hooks
 from .report import TunifyReport
 from .row_proof import call_kind, prove_native
+from .tracer import HOOK_DICTS
 from .writers import unfused
 
 __all__ = ["TunableModel", "bake", "hook_memo"]
@@ -40,6 +41,16 @@ def hook_memo(model: nn.Module, memo: Optional[dict] = None) -> dict:
             if isinstance(tensor, Tensor) and id(tensor) not in memo:
                 memo[id(tensor)] = tensor.detach().clone()
     return memo
+
+
+def inlined_hook_dicts(gm: Any, model: nn.Module) -> list:
+    """The hook dicts of the modules ``gm`` inlined (the root and every module not inside one
+    it calls): the tracer kept modules hooked at conversion whole, so any entry in these was
+    registered after tracing and the graph would skip it."""
+    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    inlined = [m for name, m in model.named_modules()
+               if not any(name == t or name.startswith(t + ".") for t in called)]
+    return [getattr(m, d) for m in inlined for d in HOOK_DICTS if hasattr(m, d)]
 
 
 def _clone(a: Any) -> Any:
@@ -146,14 +157,22 @@ class TunableModel(nn.Module):
     @property
     def _graph(self) -> Optional[nn.Module]:
         """The traced graph for the modules' current training flags; None on the module path,
-        or in a mix of flags no graph was traced at (that call runs the module path: exact)."""
+        in a mix of flags no graph was traced at, or once a module the graph inlined has hooks
+        (registered after tracing: the graph cannot run them). Those calls run the module path,
+        which is exact."""
         graphs = self.__dict__["_graphs"]
         if len(graphs) == 1 and not graphs[0][1]:  # the usual case: no flag consulted
-            return graphs[0][0]
+            return self._unless_hooked(graphs[0][0])
         for gm, modes in graphs:
             if all(m.training == flag for m, flag in modes):
-                return gm
+                return self._unless_hooked(gm)
         return None
+
+    def _unless_hooked(self, gm: nn.Module) -> Optional[nn.Module]:
+        dicts = self.__dict__.setdefault("_inlined_hooks", {}).get(id(gm))
+        if dicts is None:
+            dicts = self.__dict__["_inlined_hooks"][id(gm)] = inlined_hook_dicts(gm, self.model)
+        return None if any(map(bool, dicts)) else gm
 
     # -- what the model is -----------------------------------------------------------------
     @property

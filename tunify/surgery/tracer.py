@@ -30,7 +30,7 @@ import torch.fx as fx
 from torch import nn
 
 
-__all__ = ["Modes", "TraceFailure", "trace", "trace_modes", "default_args", "traced_signature"]
+__all__ = ["HOOK_DICTS", "Modes", "TraceFailure", "has_hooks", "trace", "trace_modes", "default_args", "traced_signature"]
 
 
 class TraceFailure(RuntimeError):
@@ -43,6 +43,15 @@ def _notrace_from_timm() -> Tuple[Tuple[type, ...], Tuple[Any, ...]]:
     except Exception:  # timm absent or reorganised: automatic leaf finding still works
         return (), ()
     return tuple(getattr(tfx, "_leaf_modules", ())), tuple(getattr(tfx, "_autowrap_functions", ()))
+
+
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has forward or backward hooks of its own: a graph that inlines it
+    cannot run them, so it is kept whole (called as a module)."""
+    return any(getattr(module, d, None) for d in HOOK_DICTS)
 
 
 class _LeafFindingTracer(fx.Tracer):
@@ -64,6 +73,8 @@ class _LeafFindingTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if id(m) in self.leaf_ids or (self.leaf_types and isinstance(m, self.leaf_types)):
+            return True
+        if has_hooks(m):  # inlined, its hooks (a feature tap on a block) would never run
             return True
         return super().is_leaf_module(m, qualname)
 
