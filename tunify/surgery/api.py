@@ -12,7 +12,8 @@ from ..layers import LowRankLayer, TunableParameter, TunableWeightNormConv2d
 from .config import TunifyConfig
 from .fingerprint import state_fingerprint
 from .graph import rewrite_graph
-from .model import TunableModel, hook_memo
+from .hooks import hook_memo
+from .model import TunableModel
 from .plan import Plan, apply_plan, make_plan
 from .report import Converted, TunifyReport
 from .targets import TargetSpec

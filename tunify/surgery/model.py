@@ -15,42 +15,18 @@ from .baked_part import strip_tunable_parametrizations, swap_children
 from .config import TunifyConfig
 from .fast import fast_eligible, fast_for
 from .graph import COEFFS_INPUT, resync_attrs
+from .hooks import hook_memo, inlined_hook_dicts, move_hooks
 from .owner_search import executing_at_failure, next_owner
 from .owners import owners_summary
-from .plan import move_hooks
 from .report import TunifyReport
 from .row_proof import call_kind, prove_native
-from .tracer import HOOK_DICTS
 from .writers import unfused
 
-__all__ = ["TunableModel", "bake", "hook_memo"]
+__all__ = ["TunableModel", "bake"]
 
 _MISS = object()  # the fast graph declined this call
 
 _MAX_NEW_OWNERS = 6  # modules tried at run time before the whole model splits
-
-
-def hook_memo(model: nn.Module, memo: Optional[dict] = None) -> dict:
-    """A deepcopy memo for ``model``: old-style weight_norm/spectral_norm keep a computed
-    (non-leaf) weight as a plain attribute, which deepcopy refuses; the copy gets a detached
-    clone, which its hook recomputes on the next forward anyway."""
-    memo = {} if memo is None else memo
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            tensor = module.__dict__.get(getattr(hook, "name", None) or "")
-            if isinstance(tensor, Tensor) and id(tensor) not in memo:
-                memo[id(tensor)] = tensor.detach().clone()
-    return memo
-
-
-def inlined_hook_dicts(gm: Any, model: nn.Module) -> list:
-    """The hook dicts of the modules ``gm`` inlined (the root and every module not inside one
-    it calls): the tracer kept modules hooked at conversion whole, so any entry in these was
-    registered after tracing and the graph would skip it."""
-    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
-    inlined = [m for name, m in model.named_modules()
-               if not any(name == t or name.startswith(t + ".") for t in called)]
-    return [getattr(m, d) for m in inlined for d in HOOK_DICTS if hasattr(m, d)]
 
 
 def _clone(a: Any) -> Any:

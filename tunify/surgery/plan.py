@@ -19,10 +19,11 @@ from ..lam import LamSpace
 from ..layers import (LowRankConv2d, LowRankLinear, TunableConv2d, TunableLayer, TunableLinear,
                       TunableModuleLayer, TunableParameter)
 from .dispatch import is_norm, lookup_layer
+from .hooks import move_hooks
 from .report import Skipped
 from .targets import TargetMatcher, TargetSpec
 
-__all__ = ["Plan", "make_plan", "apply_plan", "list_targets", "move_hooks"]
+__all__ = ["Plan", "make_plan", "apply_plan", "list_targets"]
 
 
 @dataclass
@@ -108,28 +109,6 @@ def list_targets(model: nn.Module) -> Dict[str, str]:
 # With rank=r, these full types become low rank (exact types: weight-normalised convs and
 # transposed convs, and user-registered types, keep full kernels).
 LOW_RANK_OF = {TunableConv2d: LowRankConv2d, TunableLinear: LowRankLinear}
-
-
-_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-               "_backward_hooks", "_backward_pre_hooks")
-
-
-def move_hooks(source: nn.Module, target: nn.Module) -> nn.Module:
-    """Forward and backward hooks of ``source`` move to ``target``; returns ``target``.
-
-    A hook on an original layer (a feature tap, a gradient monitor) must move to the tunable
-    layer, which is what the network calls now: left on ``base_layer``, which the plain path
-    never calls, it would be dropped silently; ``bake`` moves it back to the plain layer.
-    (Pre-hooks are refused before: lookup_layer.)"""
-    for attr in _HOOK_DICTS:
-        hooks = getattr(source, attr, None)
-        if hooks:
-            getattr(target, attr).update(hooks)
-            hooks.clear()
-    if getattr(source, "_is_full_backward_hook", None) is not None:
-        target._is_full_backward_hook = source._is_full_backward_hook
-        source._is_full_backward_hook = None
-    return target
 
 
 def apply_plan(model: nn.Module, plan: Plan, space: LamSpace, rank: Optional[int] = None) -> nn.Module:

@@ -29,8 +29,9 @@ from typing import Any, Dict, List, Set, Tuple
 import torch.fx as fx
 from torch import nn
 
+from .hooks import has_hooks
 
-__all__ = ["HOOK_DICTS", "Modes", "TraceFailure", "has_hooks", "trace", "trace_modes", "default_args", "traced_signature"]
+__all__ = ["Modes", "TraceFailure", "trace", "trace_modes", "default_args", "traced_signature"]
 
 
 class TraceFailure(RuntimeError):
@@ -43,15 +44,6 @@ def _notrace_from_timm() -> Tuple[Tuple[type, ...], Tuple[Any, ...]]:
     except Exception:  # timm absent or reorganised: automatic leaf finding still works
         return (), ()
     return tuple(getattr(tfx, "_leaf_modules", ())), tuple(getattr(tfx, "_autowrap_functions", ()))
-
-
-HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-def has_hooks(module: nn.Module) -> bool:
-    """Whether ``module`` has forward or backward hooks of its own: a graph that inlines it
-    cannot run them, so it is kept whole (called as a module)."""
-    return any(getattr(module, d, None) for d in HOOK_DICTS)
 
 
 class _LeafFindingTracer(fx.Tracer):
