@@ -4,6 +4,7 @@ SIGKILL), damaged checkpoints are skipped, the recipe is built before step 0, fi
 loss.png, and the CLI's one-line reports."""
 import copy
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -137,12 +138,49 @@ def test_stopping_anywhere_resumes_bit_exactly(finished, tmp_path, stops):
     assert (out / "pretrain" / "checkpoints" / "step_00000004" / "manifest.json").is_file()
 
 
-def test_a_killed_run_resumes_bit_exactly(finished, tmp_path):
+def test_a_resumed_run_takes_the_per_sample_forms_its_checkpoint_recorded(finished, tmp_path, monkeypatch):
+    """Per-sample forms are measured per process (layers/forms.py) and differ in rounding: a
+    resume in a new process that measured afresh could pick others and drift from the run it
+    continues. The checkpoint records the choices and the resume takes them up. Here the new
+    "process" (the table cleared) would pick the slowest form wherever it measures."""
+    from tunify.layers import clear_form_choices, forms
+
     ref_out, ref = finished
+    out = tmp_path / "run"
+    recipe = parse_recipe(small(out))
+    run_recipe(recipe, stop_after=6, **QUIET)
+    state = json.loads(next((out / "checkpoints").glob("step_*/state.json")).read_text())
+    assert "per_sample_forms" in json.dumps(state)
+    clear_form_choices()
+    real = forms._timed
+    monkeypatch.setattr(forms, "_timed", lambda *a: -real(*a))
+    last = run_recipe(recipe, resume=True, **QUIET)
+    clear_form_choices()
+    assert rows(out / "metrics.csv") == rows(ref_out / "metrics.csv")
+    ref_w = weights(ref)
+    assert all(torch.equal(v, ref_w[k]) for k, v in weights(last).items())
+
+
+def test_a_killed_run_resumes_bit_exactly(tmp_path):
+    from tunify.layers import autotune
+
+    # Another process measures its per-sample forms afresh and may pick others than this one
+    # (they differ in rounding): the reference, the killed run and the resume all take the
+    # static rule, so that only the kill and the resume are under test.
+    autotune(False)
+    try:
+        ref_out = tmp_path / "ref"
+        ref = run_recipe(parse_recipe(small(ref_out)), **QUIET)
+        _killed_and_resumed(ref_out, ref, tmp_path)
+    finally:
+        autotune(True)
+
+
+def _killed_and_resumed(ref_out, ref, tmp_path):
     out = tmp_path / "run"
     path = recipe_file(tmp_path, out, output={**SMALL["output"], "checkpoint_every": 1})
     # the same thread count as this process: float sums depend on it, and the runs must match bit for bit
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=str(ROOT), TUNIFY_AUTOTUNE="0")
     proc = subprocess.Popen([sys.executable, "-m", "tunify.cli", "train", str(path)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

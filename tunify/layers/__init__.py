@@ -3,7 +3,7 @@ from .base import (TunableLayer, coeff_scope, current_coeffs, expand_rows, mix, 
                    stack_kernels)
 from .cache import cached_mix, clear_kernel_cache, kernel_cache_size
 from .conv import TunableConv2d, TunableConvTranspose2d
-from .forms import autotune, clear_form_choices, forced_form, form_choices
+from .forms import autotune, clear_form_choices, forced_form, form_choices, form_state, load_form_state
 from .linear import TunableLinear
 from .lowrank import LOWRANK_SUFFIXES, LowRankLayer, LowRankLinear, mixed_weight
 from .lowrank_conv import LowRankConv2d
@@ -42,6 +42,8 @@ __all__ = [
     "clear_form_choices",
     "forced_form",
     "form_choices",
+    "form_state",
+    "load_form_state",
     "expand_rows",
     "mix",
     "mix_parameter",

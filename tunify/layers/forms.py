@@ -22,15 +22,20 @@ import contextlib
 import os
 import time
 from contextvars import ContextVar
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["autotune", "choose_form", "clear_form_choices", "form_choices", "forced_form", "needs_backward"]
+__all__ = ["autotune", "choose_form", "clear_form_choices", "form_choices", "form_state", "forced_form",
+           "load_form_state", "needs_backward"]
 
 _ENABLED = [os.environ.get("TUNIFY_AUTOTUNE", "1") != "0"]
 _CHOICES: Dict[tuple, str] = {}
+# Choices a checkpoint brought back (load_form_state), by the repr of their signature: taken up
+# on the first call of that signature instead of measuring, so a resumed run computes exactly
+# what the run it continues computed (forms differ in rounding).
+_RESTORED: Dict[str, str] = {}
 _FORCED: ContextVar[Optional[str]] = ContextVar("tunify_forced_form", default=None)
 _PLAIN = (Tensor, torch.nn.Parameter)
 _REPEATS = 3  # timed runs per candidate after one warm-up; the minimum counts
@@ -43,8 +48,21 @@ def autotune(enabled: bool) -> None:
 
 
 def clear_form_choices() -> None:
-    """Forget every measured choice (they are per process; a new machine load may differ)."""
+    """Forget every measured or restored choice (they are per process; a new machine load may differ)."""
     _CHOICES.clear()
+    _RESTORED.clear()
+
+
+def form_state() -> List[List[str]]:
+    """The choices so far as [signature repr, form] pairs (JSON-able): what a training
+    checkpoint stores, so that its resumed run takes the same forms."""
+    return [[k, v] for k, v in _RESTORED.items()] + [[repr(k), v] for k, v in _CHOICES.items()]
+
+
+def load_form_state(pairs: List[List[str]]) -> None:
+    """Take up the choices of :func:`form_state` (a resumed run): each stands, unmeasured, from
+    the first call of its signature."""
+    _RESTORED.update({str(k): str(v) for k, v in pairs})
 
 
 def form_choices() -> Dict[tuple, str]:
@@ -119,6 +137,11 @@ def choose_form(key: tuple, forms: Dict[str, Callable[..., Tensor]], names: tupl
     found = _CHOICES.get(key)
     if found is not None:
         return found
+    if _RESTORED:
+        found = _RESTORED.get(repr(key))
+        if found in names:
+            _CHOICES[key] = found
+            return found
     if len(names) == 1 or not _can_time(inputs):
         return static
     grad = needs_backward(*(t for t in inputs if isinstance(t, Tensor)))

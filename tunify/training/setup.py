@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..lam import LamSpace
-from ..layers import PER_OBJECTIVE_SUFFIXES
+from ..layers import PER_OBJECTIVE_SUFFIXES, form_state, load_form_state
 from ..objectives import ParametricLoss
 from .checkpoint import latest_checkpoint, scan_checkpoints
 from .ema import EMA
@@ -134,7 +134,9 @@ class TrainState:
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "adversarial": [{"discriminator": l.discriminator.state_dict(), "optimizer": o.state_dict()}
                                 for (_, l), o in zip(self.adversarial, self.d_optims)],
-                "recipe_digest": recipe.digest(), "recipe": recipe.to_dict(), "world_size": self.world}
+                "recipe_digest": recipe.digest(), "recipe": recipe.to_dict(), "world_size": self.world,
+                # the per-sample forms this process measured: a resumed run must take the same ones
+                "per_sample_forms": form_state()}
 
     def load_state_dict(self, mstate: Dict[str, torch.Tensor], state: Dict[str, Any]) -> None:
         """Back to a checkpoint: model weights ``mstate`` and ``state`` as ``state_dict`` wrote it."""
@@ -148,6 +150,7 @@ class TrainState:
             o.load_state_dict(s["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        load_form_state(state.get("per_sample_forms", []))  # older checkpoints have none: measured anew
 
 
 def _trainable(model: nn.Module, stage: Stage, space: LamSpace) -> Optional[KernelFreeze]:
