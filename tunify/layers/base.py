@@ -48,7 +48,7 @@ def coeff_scope(coeffs: Optional[Tensor]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def scope_reads() -> Iterator[List[str]]:
-    """Inside, each read of the scope (:func:`current_coeffs`) appends its reader to the list
+    """Inside, the first read of the scope (:func:`current_coeffs`) puts its reader in the list
     yielded: an empty list after a run means every coefficient came in as an argument."""
     reads: List[str] = []
     token = _READS.set(reads)
@@ -62,7 +62,7 @@ def current_coeffs(who: str = "a tunable layer") -> Tensor:
     """The coefficients of the innermost :func:`coeff_scope`; raises if there is none."""
     coeffs = _COEFFS.get()
     reads = _READS.get()
-    if reads is not None:
+    if reads is not None and not reads:  # one reader answers the question; the rest are hot-path calls
         reads.append(who)
     if coeffs is None:
         raise RuntimeError(

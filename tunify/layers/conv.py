@@ -98,7 +98,9 @@ def _each_sample(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tens
 
 
 _FORMS = {"k_outputs": _k_outputs, "each_sample": _each_sample, "grouped": _grouped, "pointwise": _pointwise}
-_DENSE, _POINTWISE = ("k_outputs", "grouped"), ("k_outputs", "grouped", "pointwise")  # the last: the static rule's
+# The candidates: (dense or pointwise kernels) x (whether one conv per sample is worth trying).
+_NAMES = {(pointwise, each): ("k_outputs", "grouped") + ("pointwise",) * pointwise + ("each_sample",) * each
+          for pointwise in (False, True) for each in (False, True)}
 _EACH_UP_TO = 16  # samples: beyond, B Python calls per layer are not worth a measurement
 
 
@@ -113,13 +115,11 @@ def conv2d_per_sample(
     the K outputs mixed per sample, one batched matmul (pointwise kernels), one grouped
     convolution with B·groups groups, or (B ≤ 16) one plain convolution per sample.
     """
-    names = _DENSE
-    if groups == 1 and weights.shape[-2:] == (1, 1) and _ones(stride) and padding in (0, (0, 0), "valid", "same"):
-        names = _POINTWISE
+    pointwise = (groups == 1 and weights.shape[-2:] == (1, 1) and _ones(stride)
+                 and padding in (0, (0, 0), "valid", "same"))
+    names = _NAMES[pointwise, x.shape[0] <= _EACH_UP_TO]
     h, w = x.shape[-2:]
-    static = "k_outputs" if h * w <= FEW_PIXELS and groups == 1 else names[-1]
-    if x.shape[0] <= _EACH_UP_TO:
-        names = names + ("each_sample",)
+    static = "k_outputs" if h * w <= FEW_PIXELS and groups == 1 else "pointwise" if pointwise else "grouped"
     key = ("conv2d", needs_backward(x, weights, bias), x.shape, x.stride(), weights.shape, bias is None,
            x.dtype, x.device, stride, padding, dilation, groups)
     inputs = (x, coeffs, weights, bias, stride, padding, dilation, groups)

@@ -56,7 +56,8 @@ def clear_form_choices() -> None:
 def form_state() -> List[List[str]]:
     """The choices so far as [signature repr, form] pairs (JSON-able): what a training
     checkpoint stores, so that its resumed run takes the same forms."""
-    return [[k, v] for k, v in _RESTORED.items()] + [[repr(k), v] for k, v in _CHOICES.items()]
+    pairs = {**_RESTORED, **{repr(k): v for k, v in _CHOICES.items()}}  # a restored choice taken up is in both
+    return [[k, v] for k, v in pairs.items()]
 
 
 def load_form_state(pairs: List[List[str]]) -> None:

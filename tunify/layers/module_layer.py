@@ -31,8 +31,6 @@ def own_forward(module: nn.Module, plain_type: type, methods: tuple) -> bool:
     its class, or the instance itself, replaces one of the plain type's ``methods``."""
     if not isinstance(module, plain_type):
         return True
-    if type(module) is plain_type:
-        return any(m in vars(module) for m in methods)
     return any(getattr(type(module), m) is not getattr(plain_type, m) or m in vars(module) for m in methods)
 
 

@@ -145,10 +145,11 @@ class TunableModel(nn.Module):
         return None
 
     def _unless_hooked(self, gm: nn.Module) -> Optional[nn.Module]:
-        dicts = self.__dict__.setdefault("_inlined_hooks", {}).get(id(gm))
-        if dicts is None:
-            dicts = self.__dict__["_inlined_hooks"][id(gm)] = inlined_hook_dicts(gm, self.model)
-        return None if any(map(bool, dicts)) else gm
+        cache = self.__dict__.get("_inlined_hooks")
+        dicts = None if cache is None else cache.get(id(gm))
+        if dicts is None:  # found once per graph; the check below runs on every call
+            dicts = self.__dict__.setdefault("_inlined_hooks", {})[id(gm)] = inlined_hook_dicts(gm, self.model)
+        return None if any(dicts) else gm
 
     # -- what the model is -----------------------------------------------------------------
     @property
