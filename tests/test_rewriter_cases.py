@@ -619,3 +619,74 @@ def test_a_tensor_no_sample_can_hold_is_named_with_the_exclusion_that_helps():
     with torch.no_grad():
         _rows_are_separate_runs(kept, kept(x, lam=LAMS), x, LAMS)
     assert kept.tunify_report.per_sample == "native" and not kept.split_reasons
+
+
+# -- code fx cannot see that shapes a tensor by the batch (GFPGAN's StyleGAN2 decoder) ----------
+class _ConstantInput(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, c, 4, 4))
+
+    def forward(self, batch: int):  # mixed per sample it is (B, c, 4, 4): repeated, B² rows
+        return self.weight.repeat(batch, 1, 1, 1)
+
+
+class _ModulatedConv(nn.Module):
+    """StyleGAN2's modulated conv: a (1, out, in, 3, 3) weight scaled per sample by a style,
+    demodulated, run as one grouped conv over the batch."""
+
+    def __init__(self, c: int, style: int):
+        super().__init__()
+        self.modulation = nn.Linear(style, c)
+        self.weight = nn.Parameter(torch.randn(1, c, c, 3, 3) / 3)
+
+    def forward(self, x, style):
+        b, c, h, w = x.shape
+        weight = self.weight * self.modulation(style).view(b, 1, c, 1, 1)
+        weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8).view(b, c, 1, 1, 1)
+        out = F.conv2d(x.reshape(1, b * c, h, w), weight.view(b * c, c, 3, 3), padding=1, groups=b)
+        return out.view(b, c, h, w)
+
+
+class _StyleDecoder(nn.Module):
+    def __init__(self, c: int = 4, style: int = 6):
+        super().__init__()
+        self.const = _ConstantInput(c)
+        self.conv = _ModulatedConv(c, style)
+        self.bias = nn.Parameter(torch.randn(1, c, 1, 1))
+
+    def forward(self, style):
+        if bool(style.abs().sum() < 0):  # a branch on a value: kept whole
+            style = -style
+        return self.conv(self.const(style.shape[0]), style) + self.bias
+
+
+class StyleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 6, 3, padding=1)
+        self.dec = _StyleDecoder()
+        self.out = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        return self.out(self.dec(self.enc(x).mean((2, 3))))
+
+
+def test_a_kept_whole_block_that_breaks_per_sample_kernels_runs_by_rows():
+    """Per-sample kernels raise a shape error inside the decoder (B² rows reach a view): the
+    call runs when each λ row runs alone, so the error is the kernels', and the decoder is run
+    by rows while the encoder stays native. Before, the call raised."""
+    tm = _check_tunable(StyleNet(), torch.randn(3, 3, 8, 8))
+    assert "found at run time" in tm.tunify_report.per_sample and "dec (_StyleDecoder)" in tm.tunify_report.per_sample
+    assert not tm.split_reasons
+
+
+def test_a_bad_input_per_sample_raises_its_own_error_and_changes_nothing():
+    tm = _tunified(StyleNet)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="expected input"):
+            tm(torch.randn(2, 5, 8, 8), lam=LAMS[:2])  # 5 channels where the encoder takes 3
+        assert not tm.split_reasons and tm.__dict__["_row_owners"] and all(
+            name != "dec" for name, _ in tm.__dict__["_row_owners"])
+        x = torch.randn(2, 3, 8, 8)
+        _rows_are_separate_runs(tm, tm(x, lam=LAMS[:2]), x, LAMS[:2])

@@ -271,7 +271,9 @@ class TunableModel(nn.Module):
                 if self._proved_native(owners, args, kwargs, coeffs, bool(reads)):
                     return out
                 return split_by_rows(self._run, coeffs, args, kwargs)
-            except ValueError as exc:
+            except Exception as exc:
+                if not isinstance(exc, ValueError) and not self._ours(exc, args, kwargs, coeffs):
+                    raise  # the call fails at a shared λ too: the input's fault, nothing to fall back to
                 error = exc
                 if step == climbs:
                     break
@@ -286,6 +288,22 @@ class TunableModel(nn.Module):
             reason += f"; exclude=[{error.tensor!r}] keeps that tensor plain and the rest per sample"
         self._split_from_now(reason)
         return split_by_rows(self._run, coeffs, args, kwargs)
+
+    def _ours(self, exc: Exception, args: tuple, kwargs: dict, coeffs: Tensor) -> bool:
+        """Whether ``exc``, raised by a per-sample call, comes from per-sample kernels (the call
+        runs when each λ row runs alone) rather than from the input. Code fx could not see may
+        shape a tensor by the batch in a way per-sample kernels break (GFPGAN's constant input,
+        repeated by the batch size, then mixed per sample: B² rows); such an error is handled
+        like a layer's ValueError. Only where fx could not look: on the traced graph the rewriter
+        saw every use, so an error there is the input's own."""
+        if self._graph is not None and not self.tunify_report.leaves and not self.writers:
+            return False
+        try:
+            with torch.no_grad():
+                split_by_rows(self._run, coeffs, tree_map(_clone, args), tree_map(_clone, kwargs))
+        except Exception:
+            return False
+        return True
 
     def _split_from_now(self, reason: str) -> None:
         """Every later per-sample call runs each distinct λ row on the shared path, and says why."""

@@ -24,7 +24,7 @@ __all__ = ["executing_at_failure", "next_owner"]
 
 def executing_at_failure(model: nn.Module, run: Callable[[], object]) -> List[nn.Module]:
     """The modules of ``model`` still executing when ``run()`` raised, outermost first
-    (empty when it did not raise a ValueError). Hooks are on ``model``'s modules only, for the
+    (empty when it did not raise). Hooks are on ``model``'s modules only, for the
     one call: other models and threads are not watched."""
     stack: List[nn.Module] = []
 
@@ -41,7 +41,7 @@ def executing_at_failure(model: nn.Module, run: Callable[[], object]) -> List[nn
         handles.append(module.register_forward_hook(leave))
     try:
         run()
-    except ValueError:
+    except Exception:  # a layer's ValueError, or a shape error in code fx could not see
         return list(stack)
     finally:
         for h in handles:
