@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -21,24 +21,56 @@ class SpandrelEntry:
     cls: str                         # "ARCH.module:Class" under spandrel.architectures
     kwargs: Dict[str, Any]
     shape: Tuple[int, ...]           # input (B, C, H, W)
-    slow: str = ""                   # why it only runs with TUNIFY_SLOW=1 (cannot be built small)
+    slow: str = ""                   # why the file checks need TUNIFY_SLOW=1 (spandrel loads one size only)
     masked: bool = False             # inpainting: forward(image, mask (B, 1, H, W))
+    small: Optional[Callable[[], nn.Module]] = None  # where slow: the architecture's own code built small
+    small_shape: Tuple[int, ...] = ()                # its input (B, C, H, W)
 
     def build(self) -> nn.Module:
         module, _, name = self.cls.partition(":")
         return getattr(importlib.import_module(f"spandrel.architectures.{module}"), name)(**self.kwargs)
 
-    def inputs(self, seed: int = 0) -> Tuple[torch.Tensor, ...]:
+    def inputs(self, seed: int = 0, shape: Tuple[int, ...] = ()) -> Tuple[torch.Tensor, ...]:
+        shape = shape or self.shape
         g = torch.Generator().manual_seed(seed)
-        image = torch.rand(self.shape, generator=g)
+        image = torch.rand(shape, generator=g)
         if not self.masked:
             return (image,)
-        mask = (torch.rand((self.shape[0], 1, *self.shape[2:]), generator=g) > 0.7).float()
+        mask = (torch.rand((shape[0], 1, *shape[2:]), generator=g) > 0.7).float()
         return image, mask
 
 
-def _e(arch: str, cls: str, shape=(2, 3, 16, 16), slow: str = "", masked: bool = False, **kwargs: Any) -> SpandrelEntry:
-    return SpandrelEntry(arch, cls, kwargs, shape, slow, masked)
+class FixedNoise(nn.Module):
+    """GFPGAN at its stored noise maps (``randomize_noise=False``): its default draws fresh noise
+    in every forward, so no two runs, per-sample or not, could be compared row by row."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x, randomize_noise=False)
+
+
+def _small_gfpgan() -> nn.Module:
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    # spandrel's own settings (input_is_latent, different_w, sft_half) at 32 px and 1/16 width
+    return FixedNoise(GFPGAN(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=1 / 16, num_mlp=2))
+
+
+def _small_lama() -> nn.Module:
+    from spandrel.architectures.LaMa import LaMa
+    from spandrel.architectures.LaMa.__arch.LaMa import FFCResNetGenerator
+
+    lama = LaMa(in_nc=4, out_nc=3)  # its masking forward around a generator of 8 features, 2 blocks
+    lama.model = FFCResNetGenerator(4, 3, ngf=8, n_downsampling=2, n_blocks=2)
+    return lama
+
+
+def _e(arch: str, cls: str, shape=(2, 3, 16, 16), slow: str = "", masked: bool = False, small=None,
+       small_shape=(2, 3, 32, 32), **kwargs: Any) -> SpandrelEntry:
+    return SpandrelEntry(arch, cls, kwargs, shape, slow, masked, small, small_shape)
 
 
 SPANDREL_ZOO = [
@@ -53,11 +85,12 @@ SPANDREL_ZOO = [
     _e("SwinIR", "SwinIR:SwinIR", img_size=16, embed_dim=12, depths=[1], num_heads=[2], window_size=4, upscale=2,
        upsampler="pixelshuffledirect", mlp_ratio=2.0),
     _e("GFPGAN", "GFPGAN.__arch.gfpganv1_clean_arch:GFPGANv1Clean", (1, 3, 512, 512),
-       slow="spandrel builds GFPGAN only at its official size (512 px, 86 M parameters, ~17 s a forward here)"),
+       slow="spandrel builds GFPGAN only at its official size (512 px, 86 M parameters, ~17 s a forward here)",
+       small=_small_gfpgan),
     _e("RestoreFormer", "RestoreFormer:RestoreFormer", (2, 3, 64, 64), n_embed=16, embed_dim=32, ch=32, ch_mult=(1, 1, 1, 1, 1, 1),
        num_res_blocks=1, z_channels=32),
     _e("LaMa", "LaMa:LaMa", (2, 3, 32, 32), masked=True, in_nc=4,
-       slow="spandrel's LaMa has one fixed size (51 M parameters; 2 min of this suite on 2 cores)"),
+       slow="spandrel's LaMa has one fixed size (51 M parameters; 2 min of this suite on 2 cores)", small=_small_lama),
     _e("OmniSR", "OmniSR:OmniSR", num_feat=8, block_num=1, window_size=4, res_num=1, up_scale=2),
     _e("SCUNet", "SCUNet:SCUNet", (2, 3, 64, 64), config=[1, 1, 1, 1, 1, 1, 1], dim=64, input_resolution=64),
     _e("FBCNN", "FBCNN:FBCNN", (2, 3, 16, 16), nc=[8, 16, 32, 512], nb=2),

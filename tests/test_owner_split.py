@@ -617,3 +617,34 @@ def test_stochastic_depth_in_training_does_not_fail_the_proofs():
     tm(torch.randn(4, 3, 4, 6), lam=LAMS[[0, 1, 0, 3]]).square().mean().backward()
     assert _owner_rows(tm), (tm.split_reasons, tm.tunify_report.per_sample)
     assert tm.model.drop_path.training  # switched off for the proofs only
+
+
+class _PairAttn(WindowAttn):
+    def forward(self, x, mask=None):  # (out, None, n): what GFPGAN's decoder returns, and a number
+        return super().forward(x, mask), None, x.shape[1]
+
+
+class _PairBlock(Block):
+    def __init__(self):
+        super().__init__()
+        self.attn = _PairAttn(8, window=2)
+
+    def forward(self, y):
+        b, c, h, wd = y.shape
+        if h % self.window:
+            y = F.pad(y, (0, 0, 0, self.window - h % self.window))
+        out, none, n = self.attn(_windows(y, self.window))
+        assert none is None and n == self.window ** 2
+        return y + _unwindows(out, b, c, h, wd, self.window)
+
+
+def test_an_owner_returning_none_and_numbers_is_vmapped():
+    torch.manual_seed(0)
+    model = Net()
+    model.block = _PairBlock()
+    tm = tunify(model.eval(), P).eval()
+    perturb(tm, seed=1)
+    x = torch.randn(4, 3, 4, 6)
+    with torch.no_grad():
+        _close(tm(x, lam=LAMS), _each_alone(tm, x, LAMS))
+    assert _owner_rows(tm) and _vmap_proofs(tm) == [""]
