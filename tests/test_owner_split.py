@@ -298,7 +298,7 @@ class IndexNet(Net):
 
 def test_argument_that_only_looks_row_aligned_is_proved_not_trusted():
     # window 4 (N = 16) on 8x8 images at B = 4: 16 windows, as many rows as the index has
-    tm = _falls_back(IndexNet(), torch.randn(4, 3, 8, 8), "cannot run on part of its rows")
+    _falls_back(IndexNet(), torch.randn(4, 3, 8, 8), "cannot run on part of its rows")
     with torch.no_grad():  # at another size the index is no longer mistaken for rows
         tm2 = tunify(IndexNet().eval(), P, mode="module").eval()
         perturb(tm2, seed=5)

@@ -282,7 +282,7 @@ def test_loss_png_is_skipped_with_a_note_without_matplotlib(finished, tmp_path, 
 # -- the pretraining is a stage of its own, not a made-up recipe --------------------------------
 def test_the_pretrain_stage_reads_its_own_section_and_checkpoints_the_real_recipe(finished):
     from tunify.training import Stage
-    from tunify.training.checkpoint import latest_checkpoint, load_checkpoint
+    from tunify.training.checkpoint import latest_checkpoint
 
     recipe = parse_recipe(small(Path("unused")))
     pre, fine = Stage.pretrain(recipe), Stage.fine_tune(recipe)

@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-import torch
 from torch import Tensor, nn
 
 from ..archs import create_model

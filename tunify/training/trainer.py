@@ -21,7 +21,6 @@ from torch import nn
 
 from ..data import batch_generator, build_dataset
 from ..lam import lam_grid
-from ..objectives import ParametricLoss
 from .checkpoint import load_checkpoint, save_checkpoint
 from .logs import MetricsLog, plot_losses, progress_bar
 from .recipe import Recipe
