@@ -690,3 +690,28 @@ def test_a_bad_input_per_sample_raises_its_own_error_and_changes_nothing():
             name != "dec" for name, _ in tm.__dict__["_row_owners"])
         x = torch.randn(2, 3, 8, 8)
         _rows_are_separate_runs(tm, tm(x, lam=LAMS[:2]), x, LAMS[:2])
+
+
+class _NoisyDecoder(_StyleDecoder):
+    def forward(self, style):  # StyleGAN2's noise injections, each drawn for the whole batch at once
+        out = super().forward(style)
+        for _ in range(2):  # two draws: a split batch takes them in another order
+            out = out + 0.5 * out.new_empty(out.shape[0], 1, *out.shape[2:]).normal_()
+        return out
+
+
+def test_a_block_that_draws_random_numbers_says_so_and_runs_each_row_alone():
+    torch.manual_seed(0)
+    model = StyleNet()
+    model.dec = _NoisyDecoder()
+    tm = tunify(model.eval(), 2).eval()
+    perturb(tm, seed=1)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        tm(x, lam=LAMS)  # the first call finds out (its tries draw numbers too)
+        torch.manual_seed(5)
+        out = tm(x, lam=LAMS)
+        torch.manual_seed(5)
+        assert_close(out, tm(x, lam=LAMS, group_by_lam=True), rel=1e-5)  # what each row alone draws
+    assert len(tm.split_reasons) == 1 and "draws random numbers" in tm.split_reasons[0], tm.split_reasons
+    assert "randomize_noise=False" in tm.tunify_report.per_sample

@@ -12,7 +12,7 @@ from .functional import tunable_conv2d, tunable_linear
 from .parameter import TunableParameter, broadcastable, mix_parameter
 from .operand import mix_operand, mix_operand_reshaped
 from .rows import RowsNotSeparable, run_by_rows
-from .owner_split import ROWS, output_difference, quiet, row_owners, row_tensors, row_tolerance, split_at_owners
+from .owner_split import ROWS, output_difference, quiet, random_draws, row_owners, row_tensors, row_tolerance, split_at_owners
 from .weight_norm import TunableWeightNormConv2d, weight_norm_of
 
 # Names (suffixes) of the tensors that hold one slice per kernel on their leading axis: the
@@ -59,6 +59,7 @@ __all__ = [
     "output_difference",
     "row_tolerance",
     "quiet",
+    "random_draws",
     "split_at_owners",
     "stack_kernels",
     "broadcastable",

@@ -41,7 +41,7 @@ from .parameter import TunableParameter, broadcast_scope, broadcastable
 from .rows import RowsNotSeparable, row_aligned, run_by_rows
 from .vmap_rows import run_vmapped
 
-__all__ = ["ROWS", "output_difference", "quiet", "row_owners", "row_tensors", "row_tolerance", "split_at_owners"]
+__all__ = ["ROWS", "output_difference", "quiet", "random_draws", "row_owners", "row_tensors", "row_tolerance", "split_at_owners"]
 
 ROWS = "rows"  # TunableParameter.per_sample of a tensor whose owner is run by rows
 
@@ -208,8 +208,33 @@ def prove_rows(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, gr
     err = output_difference(parts, whole)
     if err <= row_tolerance(leaves):
         return ""
+    drawn = random_draws(lambda: _at(forward, shared[0], copies(), spec), owner, leaves)
+    if drawn:
+        return f"{who} {drawn}"
     return (f"{who} does not treat the rows of its input independently: run on each λ row's rows it differs "
             f"from one run on all rows by {err:.1e} of the output's scale at one shared λ")
+
+
+def _at(forward: Callable[..., Any], coeffs: Tensor, leaves: list, spec: Any) -> Any:
+    args, kwargs = tree_unflatten(leaves, spec)
+    with coeff_scope(coeffs):
+        return forward(*args, **kwargs)
+
+
+def random_draws(run: Callable[[], Any], module: nn.Module, leaves: list) -> str:
+    """Why no split of the batch can match one run when ``run()`` (on ``module``, dropout off)
+    gives other outputs at another RNG seed: it draws random numbers (GFPGAN's noise maps,
+    drawn for the whole batch at once); '' when it does not."""
+    outs = []
+    for seed in (0, 1):
+        with quiet(module, leaves, seed):
+            outs.append(run())
+    err = output_difference(outs[0], outs[1])
+    if err <= row_tolerance(leaves):
+        return ""
+    return (f"draws random numbers (another RNG seed moves its output by {err:.1e}), and no split of the batch "
+            "draws what one run draws; with its randomness off (GFPGAN: randomize_noise=False) per-sample "
+            "kernels can be proved")
 
 
 def _drops(module: nn.Module) -> bool:
@@ -220,7 +245,7 @@ def _drops(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
+def quiet(owner: nn.Module, leaves: list, seed: int = 0) -> Iterator[None]:
     """Dropout and DropPath modules of ``owner`` off and the RNG at a fixed seed; in training, its buffers
     (BatchNorm's running statistics) put back after where they changed, so the proof leaves no
     trace (and an unchanged buffer an autograd graph saved keeps its version)."""
@@ -232,9 +257,9 @@ def quiet(owner: nn.Module, leaves: list) -> Iterator[None]:
         for m in dropouts:
             m.training = False
         with torch.random.fork_rng(devices=cuda):
-            torch.default_generator.manual_seed(0)
+            torch.default_generator.manual_seed(seed)
             if cuda:
-                torch.cuda.manual_seed(0)
+                torch.cuda.manual_seed(seed)
             yield
     finally:
         for m in dropouts:

@@ -70,7 +70,7 @@ class PerSampleCalls:
                 if found is None:
                     break
                 owners.append(found)
-        reason = f"per-sample kernels cannot follow the batch here ({str(error).splitlines()[0][:160]})"
+        reason = f"per-sample kernels cannot follow the batch here ({str(error).splitlines()[0][:240]})"
         if getattr(error, "tensor", ""):  # what a user can do about it
             reason += f"; exclude=[{error.tensor!r}] keeps that tensor plain and the rest per sample"
         self._split_from_now(reason)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
-from ..layers import output_difference, quiet, row_tolerance
+from ..layers import output_difference, quiet, random_draws, row_tolerance
 
 __all__ = ["call_kind", "prove_native"]
 
@@ -47,5 +47,8 @@ def prove_native(model: nn.Module, native: Callable[[], Any], by_rows: Callable[
     err = output_difference(outs[0], outs[1])
     if err <= row_tolerance(leaves):
         return ""
+    drawn = random_draws(by_rows, model, leaves)
+    if drawn:
+        return f"the model {drawn}"
     return (f"per-sample kernels differ from running each λ row alone by {err:.1e} of the output's scale "
             "(a layer inside a kept-whole block or an untraced network runs on rows that are not samples)")
