@@ -103,11 +103,22 @@ def _vmap_proofs(tm) -> list:
     return [v for k, v in tm.__dict__.get("_row_proofs", {}).items() if k[0] == "vmap"]
 
 
-@pytest.mark.parametrize("how", ["vmap", "by-rows"])
+def _no(name: str, monkeypatch) -> None:
+    """A one-pass form made to fail, as for a forward that cannot take it."""
+    monkeypatch.setattr(owner_split, name, lambda *a, **k: (_ for _ in ()).throw(RuntimeError(f"no {name}")))
+
+
+def _proofs(tm, kind: str) -> list:
+    return [v for k, v in tm.__dict__.get("_row_proofs", {}).items() if k[0] == kind]
+
+
+@pytest.mark.parametrize("how", ["lazy", "vmap", "by-rows"])
 @pytest.mark.parametrize("mode", ["auto", "module"])
 def test_owner_runs_by_rows_and_equals_each_sample_alone(mode, how, monkeypatch):
+    if how != "lazy":  # as for a table read the kernels cannot follow one at a time
+        _no("run_lazy", monkeypatch)
     if how == "by-rows":  # as for a forward that vmap cannot run
-        monkeypatch.setattr(owner_split, "run_vmapped", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no vmap")))
+        _no("run_vmapped", monkeypatch)
     torch.manual_seed(0)
     model = Net().eval()
     x = torch.randn(4, 3, 4, 6)
@@ -126,8 +137,9 @@ def test_owner_runs_by_rows_and_equals_each_sample_alone(mode, how, monkeypatch)
         _close(tm(x, lam=lam), _each_alone(tm, x, lam), atol=1e-5)
     assert _owner_rows(tm), tm.tunify_report.per_sample  # proved, not fallen back
     assert "forward" not in tm.model.block.attn.__dict__  # nothing left behind
-    proofs = _vmap_proofs(tm)
-    assert proofs and all((p == "") == (how == "vmap") for p in proofs), proofs
+    lazy, vmapped = _proofs(tm, "lazy"), _vmap_proofs(tm)
+    assert lazy and all((p == "") == (how == "lazy") for p in lazy), lazy
+    assert how == "lazy" and not vmapped or vmapped and all((p == "") == (how == "vmap") for p in vmapped), vmapped
 
 
 def test_gradients_reach_every_kernel_through_the_owner():
@@ -318,7 +330,8 @@ def test_example_inputs_check_routing_through_owners():
 
 class Counts(WindowAttn):
     """Counts its calls in a buffer, as BatchNorm counts batches: a proof must leave no trace.
-    Its ``.item()`` cannot run under vmap, so it runs by rows (once per distinct λ row)."""
+    Its ``.item()`` cannot run under vmap, so without the lazy form it runs by rows (once per
+    distinct λ row)."""
 
     def __init__(self):
         super().__init__()
@@ -342,7 +355,8 @@ class WithBatchStats(WindowAttn):
         return self.norm(super().forward(x, mask))
 
 
-def test_proof_in_training_leaves_buffers_as_the_group_runs_made_them():
+def test_proof_in_training_leaves_buffers_as_the_group_runs_made_them(monkeypatch):
+    _no("run_lazy", monkeypatch)  # by rows, as below
     net = Net()
     net.block.attn = Counts()
     tm = tunify(net, P).train()
@@ -638,7 +652,8 @@ class _PairBlock(Block):
         return y + _unwindows(out, b, c, h, wd, self.window)
 
 
-def test_an_owner_returning_none_and_numbers_is_vmapped():
+def test_an_owner_returning_none_and_numbers_is_vmapped(monkeypatch):
+    _no("run_lazy", monkeypatch)
     torch.manual_seed(0)
     model = Net()
     model.block = _PairBlock()

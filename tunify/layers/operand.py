@@ -17,7 +17,6 @@ from torch import Tensor
 
 from .base import expand_rows, mix
 from .cache import cached_mix
-from .parameter import mix_parameter
 
 __all__ = ["mix_operand", "mix_operand_reshaped"]
 
@@ -64,7 +63,7 @@ def mix_operand_reshaped(stack: Tensor, coeffs: Tensor, shape: Sequence[Any], ot
     Shared coeffs (K,) → ``mixture.reshape(shape)``, exactly the original read.
     """
     if coeffs.dim() == 1:
-        return mix_parameter(stack, coeffs, "split").reshape(*shape)
+        return cached_mix(stack, coeffs, mix).reshape(*shape)
     target = tuple(stack[0].reshape(*shape).shape)
     if not target or target[0] != 1 or not isinstance(other, Tensor) or other.dim() < len(target):
         raise ValueError(

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .base import _COEFFS, coeff_scope, row_groups
+from .lazy_mix import lazy_scope
 from .parameter import TunableParameter, broadcast_scope, broadcastable
 from .rows import RowsNotSeparable, row_aligned, run_by_rows
 from .vmap_rows import run_vmapped
@@ -124,6 +125,11 @@ def _by_rows(who: str, owner: nn.Module, forward: Callable[..., Any], proofs: Di
             proofs[wide] = prove_broadcast(forward, owner, coeffs, groups, leaves, spec, split, who)
         if proofs[wide] == "":
             return run_broadcast(forward, owner, leaves, spec)
+        lazy = ("lazy",) + key
+        if lazy not in proofs:
+            proofs[lazy] = prove_lazy(forward, owner, coeffs, groups, leaves, spec, split, who)
+        if proofs[lazy] == "":
+            return run_lazy(forward, owner, leaves, spec)
         fast = ("vmap",) + key
         if fast not in proofs:
             proofs[fast] = prove_vmap(forward, owner, coeffs, groups, leaves, spec, split, who)
@@ -162,6 +168,31 @@ def prove_broadcast(forward: Callable[..., Any], owner: nn.Module, coeffs: Tenso
     except Exception as exc:  # noqa: BLE001 - a forward that cannot take them: by rows it is
         return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
     err = output_difference(wide, rows)
+    return "" if err <= row_tolerance(leaves) else f"differs from by rows by {err:.1e}"
+
+
+def run_lazy(forward: Callable[..., Any], owner: nn.Module, leaves: list, spec: Any) -> Any:
+    """``forward`` once on the whole batch, the owner's tensors read as their kernels, mixed per
+    sample where they meet an activation (lazy_mix.py: SwinIR's indexed bias table)."""
+    args, kwargs = tree_unflatten(leaves, spec)
+    with lazy_scope(tp for _, tp in row_tensors(owner)):
+        return forward(*args, **kwargs)
+
+
+@torch.no_grad()
+def prove_lazy(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor],
+               leaves: list, spec: Any, split: tuple, who: str) -> str:
+    """'' when :func:`run_lazy` equals by rows (already proved exact) at these per-sample
+    coefficients; else why not."""
+    copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
+    with quiet(owner, leaves):
+        rows = run_by_rows(forward, coeffs, groups, copies(), spec, split, who)
+    try:
+        with quiet(owner, leaves):
+            once = run_lazy(forward, owner, copies(), spec)
+    except Exception as exc:  # noqa: BLE001 - a use the kernels cannot follow one at a time
+        return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
+    err = output_difference(once, rows)
     return "" if err <= row_tolerance(leaves) else f"differs from by rows by {err:.1e}"
 
 

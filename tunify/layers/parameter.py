@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .base import TunableLayer, current_coeffs, mix, stack_kernels
 from .cache import KernelMemo, cacheable, cached_mix
+from .lazy_mix import LazyMix, lazy_for
 from .rows import RowsNotSeparable
 
 __all__ = ["TunableParameter", "mix_parameter", "broadcastable", "broadcast_scope"]
@@ -83,6 +84,8 @@ class TunableParameter(TunableLayer):
             if memo is None:
                 memo = self.__dict__["_kernel_memo"] = KernelMemo()
             return memo.get((stack,), coeffs, mix)[0]
+        if coeffs.dim() == 2 and lazy_for(self):  # its owner's one-pass try (lazy_mix.py)
+            return LazyMix(stack, coeffs, self.name)
         per_sample = "broadcast" if self.per_sample == "rows" and id(self) in _BROADCAST.get() else self.per_sample
         return mix_parameter(stack, coeffs, per_sample, self.name)
 
