@@ -91,3 +91,12 @@ def test_an_owner_reading_its_table_runs_once_for_the_whole_batch():
         assert tm.model.block.attn.calls.item() == before + 1  # one run, not one per λ row
         assert_close(out, _each_alone(tm, x, LAMS), rel=1e-5)
     assert _proofs(tm, "lazy") == [""] and not tm.split_reasons
+
+
+def test_rows_that_are_the_samples_meet_their_own_mixture():
+    stack, coeffs, index, scores = _setup(seed=3)
+    scores = scores[::NW].contiguous()  # (B, H, N, N): one row per sample
+    out = scores * READS["swin"](LazyMix(stack, coeffs), index)
+    for b in range(B):
+        table = (coeffs[b, :, None, None] * stack).sum(0)
+        assert_close(out[b : b + 1], scores[b : b + 1] * READS["swin"](table, index), rel=1e-5)

@@ -5,8 +5,8 @@ SwinIR's window attention reads its bias table as
 scores of shape (B·nW, heads, N, N). Indexing, views and permutes are linear, so
 ``chain(Σ_k λ_k T_k) = Σ_k λ_k chain(T_k)``: a per-sample read can give a :class:`LazyMix`, the
 stack (K, *S) with each such op applied to every kernel at once (on axes shifted by one), and
-each sample's mixture is made only where it meets an activation in an elementwise op
-(operand.mix_operand: samples' rows contiguous, as windows fold into the batch). The owner then
+each sample's mixture is made only where it meets an activation in an elementwise op, once per
+sample, met by that sample's rows (samples' rows contiguous, as windows fold into the batch). The owner then
 runs once for the whole batch, with plain batched ops, instead of vmapped over samples or once
 per λ row.
 
@@ -125,8 +125,16 @@ class LazyMix:
             return self._new(op(self.stack, other)) if not reflected or op is torch.mul else self._fail("x / table")
         if not isinstance(other, Tensor):
             return self._fail(f"{op.__name__} with {type(other).__name__}")
-        mixed = mix_operand(self.stack, self.coeffs, other)
-        return op(other, mixed) if reflected else op(mixed, other)
+        n, rows = self.coeffs.shape[0], other.shape[0] if other.dim() else 0
+        if rows == n or not rows or rows % n:  # rows are the samples (or no batch to fold): as any operand
+            mixed = mix_operand(self.stack, self.coeffs, other)
+            return op(other, mixed) if reflected else op(mixed, other)
+        # m rows per sample (windows folded into the batch): each sample's mixture once, met by
+        # its m rows through a broadcast axis, not repeated m times
+        mixed = mix_operand(self.stack, self.coeffs, other[::rows // n]).unsqueeze(1)  # (n, 1, ...)
+        grouped = other.reshape(n, rows // n, *other.shape[1:])
+        out = op(grouped, mixed) if reflected else op(mixed, grouped)
+        return out.reshape(rows, *out.shape[2:])
 
     __add__ = lambda self, o: self._meet(o, torch.add, False)  # noqa: E731
     __radd__ = lambda self, o: self._meet(o, torch.add, True)  # noqa: E731
