@@ -100,3 +100,19 @@ def test_rows_that_are_the_samples_meet_their_own_mixture():
     for b in range(B):
         table = (coeffs[b, :, None, None] * stack).sum(0)
         assert_close(out[b : b + 1], scores[b : b + 1] * READS["swin"](table, index), rel=1e-5)
+
+
+def test_einops_rearranges_and_repeats_the_kernels():
+    """Uformer's table: rearranged, then repeated along a new axis (copies: linear)."""
+    einops = pytest.importorskip("einops")
+    stack, coeffs, index, _ = _setup(seed=4)
+    scores = torch.randn(B * NW, H, N, 2 * N)
+
+    def read(t):
+        t = einops.rearrange(t[index], "(a b) h -> h a b", a=N)
+        return einops.repeat(t, "h l c -> h l (c d)", d=2).unsqueeze(0)
+
+    out = scores + read(LazyMix(stack, coeffs))
+    assert_close(out, _per_sample(stack, coeffs, read, scores, lambda s, t: s + t), rel=1e-5)
+    with pytest.raises(RowsNotSeparable, match="einops reduce 'max'"):
+        einops.reduce(LazyMix(stack, coeffs), "t h -> h", "max")

@@ -168,3 +168,49 @@ class LazyMix:
     def _fail(self, what: str) -> Any:
         raise RowsNotSeparable(f"{self.name or 'a weight-like tensor'} read per sample meets {what}, which "
                                "cannot take its kernels one at a time", tensor=self.name)
+
+
+def _einops_backend() -> Any:
+    """Let einops rearrange and repeat a LazyMix (Uformer's and SCUNet's tables go through
+    ``repeat``/``rearrange``): its backends are found by subclass, for modules already imported.
+    einops is not a dependency; where it is missing or its internals differ, those tables keep
+    their other forms."""
+    try:
+        from einops._backends import AbstractBackend
+    except Exception:  # noqa: BLE001 - no einops, or another layout of it
+        return None
+
+    class _LazyMixBackend(AbstractBackend):
+        framework_name = __name__
+
+        def is_appropriate_type(self, tensor: Any) -> bool:
+            return isinstance(tensor, LazyMix)
+
+        def shape(self, x: LazyMix) -> tuple:
+            return tuple(x.shape)
+
+        def reshape(self, x: LazyMix, shape: Any) -> LazyMix:
+            return x.reshape(tuple(shape))
+
+        def transpose(self, x: LazyMix, axes: Any) -> LazyMix:
+            return x.permute(*axes)
+
+        def add_axis(self, x: LazyMix, new_position: int) -> LazyMix:
+            return x.unsqueeze(new_position)
+
+        def tile(self, x: LazyMix, repeats: Any) -> LazyMix:  # copies: linear, unlike repeating by the batch
+            return x._new(x.stack.repeat(1, *repeats))
+
+        def is_float_type(self, x: LazyMix) -> bool:
+            return x.dtype.is_floating_point
+
+        def reduce(self, x: LazyMix, operation: str, axes: Any) -> LazyMix:
+            if operation not in ("sum", "mean"):
+                return x._fail(f"einops reduce {operation!r}")
+            return x._new(getattr(x.stack, operation)(dim=tuple(_axis(a, x.dim()) for a in axes)))
+
+    return _LazyMixBackend
+
+
+# held here: einops finds backends through __subclasses__, which holds them only weakly
+_EINOPS_BACKEND = _einops_backend()
