@@ -148,7 +148,6 @@ def run_broadcast(forward: Callable[..., Any], owner: nn.Module, leaves: list, s
         return forward(*args, **kwargs)
 
 
-@torch.no_grad()
 def prove_broadcast(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor],
                     leaves: list, spec: Any, split: tuple, who: str) -> str:
     """'' when :func:`run_broadcast` equals by rows (already proved exact) at these per-sample
@@ -159,16 +158,8 @@ def prove_broadcast(forward: Callable[..., Any], owner: nn.Module, coeffs: Tenso
     if not tensors or not all(broadcastable(t.shape) for t in tensors) or first is None \
             or first.shape[0] != coeffs.shape[0]:
         return "its tensors or its rows cannot take one value per sample"
-    copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
-    with quiet(owner, leaves):
-        rows = run_by_rows(forward, coeffs, groups, copies(), spec, split, who)
-    try:
-        with quiet(owner, leaves):
-            wide = run_broadcast(forward, owner, copies(), spec)
-    except Exception as exc:  # noqa: BLE001 - a forward that cannot take them: by rows it is
-        return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
-    err = output_difference(wide, rows)
-    return "" if err <= row_tolerance(leaves) else f"differs from by rows by {err:.1e}"
+    return _equals_by_rows(lambda ls: run_broadcast(forward, owner, ls, spec),
+                           forward, owner, coeffs, groups, leaves, spec, split, who)
 
 
 def run_lazy(forward: Callable[..., Any], owner: nn.Module, leaves: list, spec: Any) -> Any:
@@ -179,37 +170,35 @@ def run_lazy(forward: Callable[..., Any], owner: nn.Module, leaves: list, spec: 
         return forward(*args, **kwargs)
 
 
-@torch.no_grad()
 def prove_lazy(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor],
                leaves: list, spec: Any, split: tuple, who: str) -> str:
-    """'' when :func:`run_lazy` equals by rows (already proved exact) at these per-sample
-    coefficients; else why not."""
-    copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
-    with quiet(owner, leaves):
-        rows = run_by_rows(forward, coeffs, groups, copies(), spec, split, who)
-    try:
-        with quiet(owner, leaves):
-            once = run_lazy(forward, owner, copies(), spec)
-    except Exception as exc:  # noqa: BLE001 - a use the kernels cannot follow one at a time
-        return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
-    err = output_difference(once, rows)
-    return "" if err <= row_tolerance(leaves) else f"differs from by rows by {err:.1e}"
+    """'' when :func:`run_lazy` equals by rows at these per-sample coefficients; else why not."""
+    return _equals_by_rows(lambda ls: run_lazy(forward, owner, ls, spec),
+                           forward, owner, coeffs, groups, leaves, spec, split, who)
+
+
+def prove_vmap(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor], leaves: list,
+               spec: Any, split: tuple, who: str) -> str:
+    """'' when ``forward`` under vmap (vmap_rows.py) equals it run by rows at these per-sample
+    coefficients on these inputs; else why by rows stays."""
+    return _equals_by_rows(lambda ls: run_vmapped(forward, coeffs, ls, spec, split),
+                           forward, owner, coeffs, groups, leaves, spec, split, who)
 
 
 @torch.no_grad()
-def prove_vmap(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor], leaves: list,
-               spec: Any, split: tuple, who: str) -> str:
-    """'' when ``forward`` under vmap (vmap_rows.py) equals it run by rows, already proved
-    exact, at these per-sample coefficients on these inputs; else why by rows stays."""
+def _equals_by_rows(form: Callable[[list], Any], forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor,
+                    groups: List[Tensor], leaves: list, spec: Any, split: tuple, who: str) -> str:
+    """'' when ``form(leaves)``, a one-pass run of the owner, equals it run by rows (already
+    proved exact), each on its own copy of the inputs; else the reason."""
     copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
     with quiet(owner, leaves):
         rows = run_by_rows(forward, coeffs, groups, copies(), spec, split, who)
     try:
         with quiet(owner, leaves):
-            vmapped = run_vmapped(forward, coeffs, copies(), spec, split)
-    except Exception as exc:  # noqa: BLE001 - a forward vmap cannot run: by rows it is
+            once = form(copies())
+    except Exception as exc:  # noqa: BLE001 - a forward that cannot take this form: the next one
         return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
-    err = output_difference(vmapped, rows)
+    err = output_difference(once, rows)
     return "" if err <= row_tolerance(leaves) else f"differs from by rows by {err:.1e}"
 
 
