@@ -38,6 +38,7 @@ from overhead_anchors import ANCHOR_LAM, CondConvAnchor, NaiveTunableConv2d, wit
 from overhead_floor import floor_model  # noqa: E402
 
 from tunify import autotune, bake, tunify  # noqa: E402
+from tunify.training.setup import adamw  # noqa: E402  (the trainer's optimizer: fused where torch has it)
 from tunify.archs import create_model  # noqa: E402
 
 P = 2
@@ -149,13 +150,13 @@ def training(name: str, make, size: int, rounds: int, batch: int = 8) -> dict:
     model, tm, _, cond = build(make)
     for m in (model, tm, cond):
         m.train()
-    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-6) for k, m in (("plain", model), ("tm", tm), ("cond", cond))}
+    opts = {k: adamw(list(m.parameters()), lr=1e-6) for k, m in (("plain", model), ("tm", tm), ("cond", cond))}
     x = torch.randn(batch, 3, size, size)
     plain_call = lambda m, x: m(x)  # noqa: E731
     tm_call = lambda m, x: m(x, lam=lam_rows(x.shape[0]))  # noqa: E731
     cond_call = lambda m, x: _anchor(m, lambda: lam_rows(x.shape[0]))(x)  # noqa: E731
     floor = floor_model(model, tm, batch).train()
-    opts["floor"] = torch.optim.AdamW(floor.parameters(), lr=1e-6)
+    opts["floor"] = adamw(list(floor.parameters()), lr=1e-6)
     _step(model, opts["plain"], x, plain_call)
     _step(tm, opts["tm"], x, tm_call)
     r = interleaved({
@@ -190,7 +191,7 @@ def memory_child(name: str, variant: str, smoke: bool) -> None:
     if variant != "plain":
         model = tunify(model, P).train()
     call = (lambda m, x: m(x)) if variant == "plain" else (lambda m, x: m(x, lam=lam_rows(x.shape[0])))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    opt = adamw(list(model.parameters()), lr=1e-6)
     state = sum(p.numel() * p.element_size() for p in model.parameters()) * 4  # params, grads, 2 Adam moments
     x = torch.randn(8, 3, size, size)
     for _ in range(2):

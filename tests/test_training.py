@@ -234,3 +234,23 @@ def test_paired_folders_train_end_to_end(tmp_path):
     run = run_recipe(parse_recipe(data), log=lambda s: None)
     assert run.fit.step == 3 and len(run.sweep) == 3 and all(r["psnr"] > 5 for r in run.sweep)
     assert (tmp_path / "run" / "sweep.png").is_file()
+
+
+def test_the_trainer_steps_with_fused_adamw_where_torch_has_it():
+    from tunify.training.setup import adamw
+
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    b = [torch.nn.Parameter(t.detach().clone()) for t in a]
+    start = [t.detach().clone() for t in a]
+    fused, loop = adamw(a, lr=1e-2, weight_decay=0.1), torch.optim.AdamW(b, lr=1e-2, weight_decay=0.1)
+    assert fused.defaults["fused"] is True and not loop.defaults["fused"]
+    for _ in range(3):
+        for ps in (a, b):
+            for p in ps:
+                p.grad = torch.sin(p.detach() * 3)
+        fused.step(), loop.step()
+    for x, y, x0 in zip(a, b, start):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)  # the same rule
+        assert (x - x0).abs().min() > 1e-3  # and it moved every number
+    assert adamw([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], lr=1e-3).defaults["fused"] in (None, False)
