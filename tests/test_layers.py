@@ -106,11 +106,12 @@ def test_every_per_sample_conv_form_is_exact_with_its_gradients(cfg, channels_la
         return ref_conv._conv_forward(xi, w, b)
 
     pointwise = cfg["kernel_size"] == 1
-    _forms_agree(layer, x, c, plain, ("k_outputs", "grouped", "each_sample") + (("pointwise",) if pointwise else ()))
+    _forms_agree(layer, x, c, plain, ("k_outputs", "grouped", "each_sample") + (("pointwise", "pointwise_k") if pointwise else ()))
     assert base.weight is None  # the slots stay empty
     if channels_last and cfg.get("padding_mode", "zeros") == "zeros":  # K outputs keep the memory format
-        with torch.no_grad(), forced_form("k_outputs"):
-            assert layer(x, coeffs=c).is_contiguous(memory_format=torch.channels_last)
+        for form in ("k_outputs",) + (("pointwise_k",) if pointwise else ()):
+            with torch.no_grad(), forced_form(form):
+                assert layer(x, coeffs=c).is_contiguous(memory_format=torch.channels_last), form
 
 
 @pytest.mark.parametrize("bias", [True, False])
