@@ -85,3 +85,16 @@ def test_inductor_on_cpu():
     ctm = torch.compile(tm)  # inductor: C++ code generation (the per-sample graphs are as above)
     for lam in (torch.tensor([0.3, 0.7]), torch.tensor([0.9, 0.1])):
         assert_close(ctm(x, lam=lam), tm(x, lam=lam), rel=1e-4)
+
+
+@torch.no_grad()
+def test_a_dynamic_batch_size_compiles_per_sample():
+    """Batch sizes as symbols (dynamic=True, or dynamo's own choice after a second size): the
+    per-sample forms' choice may not use the batch size as a key (it raised before)."""
+    torch._dynamo.reset()
+    tm = _tm()
+    ctm = torch.compile(tm, backend="aot_eager", dynamic=True)
+    for b in (3, 5):
+        x = torch.randn(b, 3, 16, 16)
+        lam = torch.distributions.Dirichlet(torch.ones(2)).sample((b,))
+        assert_close(ctm(x, lam=lam), tm(x, lam=lam), rel=1e-5)

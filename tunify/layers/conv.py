@@ -142,7 +142,9 @@ def conv2d_per_sample(
     """
     pointwise = (groups == 1 and weights.shape[-2:] == (1, 1) and _ones(stride)
                  and padding in (0, (0, 0), "valid", "same"))
-    names = _NAMES[pointwise, x.shape[0] <= _EACH_UP_TO]
+    # Not while compiling: the static rule decides there (forms.py), and a dynamic batch size
+    # is a symbol, no dictionary key
+    names = () if torch.compiler.is_compiling() else _NAMES[pointwise, x.shape[0] <= _EACH_UP_TO]
     h, w = x.shape[-2:]
     static = "k_outputs" if h * w <= FEW_PIXELS and groups == 1 else "pointwise" if pointwise else "grouped"
     key = ("conv2d", needs_backward(x, weights, bias), x.shape, x.stride(), weights.shape, bias is None,
