@@ -715,3 +715,16 @@ def test_a_block_that_draws_random_numbers_says_so_and_runs_each_row_alone():
         assert_close(out, tm(x, lam=LAMS, group_by_lam=True), rel=1e-5)  # what each row alone draws
     assert len(tm.split_reasons) == 1 and "draws random numbers" in tm.split_reasons[0], tm.split_reasons
     assert "randomize_noise=False" in tm.tunify_report.per_sample
+
+
+def test_the_guard_passes_a_model_that_draws_random_numbers_and_splits_it_from_the_start():
+    """GFPGAN's default call draws fresh noise maps: `tunify convert` raised a false mismatch
+    (its per-sample run, by rows, drew other numbers than the original's one run)."""
+    torch.manual_seed(0)
+    model = StyleNet()
+    model.dec = _NoisyDecoder()
+    x = torch.randn(3, 3, 8, 8)
+    tm = tunify(model.eval(), 2, example_inputs=x).eval()  # raised ConversionMismatch before
+    assert len(tm.split_reasons) == 1 and "draws random numbers" in tm.split_reasons[0]
+    calm = tunify(StyleNet().eval(), 2, example_inputs=x)  # no draws: nothing split
+    assert not calm.split_reasons

@@ -5,6 +5,10 @@ shared λ and a random per-sample λ. At init every kernel is a copy, so any dif
 conversion the rewriter got wrong: it raises, naming the first layer (in the original's call
 order) whose output differs or that the tunable model never ran.
 
+A forward that draws random numbers runs each λ row alone from then on (no split of the batch
+draws what one run draws), and its per-sample output is compared with the original run the
+same way.
+
 ``check_per_sample_routing`` then gives every kernel its own random offset for a moment and
 compares a per-sample call with each row run alone on the shared path. A per-sample tensor
 lined up with the wrong axis (sequence-first activations, a batch-like axis that is not the
@@ -18,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ..layers import PER_OBJECTIVE_SUFFIXES
+from ..layers import PER_OBJECTIVE_SUFFIXES, random_draws, split_by_rows
 
 __all__ = ["check_equal_at_init", "check_per_sample_routing", "ConversionMismatch"]
 
@@ -113,9 +117,16 @@ def check_equal_at_init(original: nn.Module, tm: nn.Module, example_inputs: Any,
     g = torch.Generator().manual_seed(seed)
     space = tm.lam_space
     lams = [_sample(space, 1, g)[0], _sample(space, max(_batch(args), 2), g)[: _batch(args)]]
+    # A forward that draws random numbers (GFPGAN's noise maps) draws them for the whole batch at
+    # once: no per-sample form can draw what one run draws, so such a model runs each λ row alone
+    # from the start, and its per-sample output is checked against the original run so too.
+    drawn = random_draws(lambda: original(*_clone(args)), original, tree_flatten(args)[0]) if _batch(args) > 1 else ""
     for lam in lams:
+        if lam.dim() == 2 and drawn and not tm.split_reasons:
+            tm._split_from_now(f"the model {drawn}")
         torch.manual_seed(seed)
-        ref = original(*_clone(args))
+        ref = original(*_clone(args)) if lam.dim() == 1 or not drawn else \
+            split_by_rows(lambda *a, coeffs, **k: original(*a, **k), tm.coefficients(lam, _batch(args)), _clone(args), {})
         torch.manual_seed(seed)
         out = tm(*_clone(args), lam=lam)
         err = _differs(out, ref, rel)
