@@ -728,3 +728,31 @@ def test_the_guard_passes_a_model_that_draws_random_numbers_and_splits_it_from_t
     assert len(tm.split_reasons) == 1 and "draws random numbers" in tm.split_reasons[0]
     calm = tunify(StyleNet().eval(), 2, example_inputs=x)  # no draws: nothing split
     assert not calm.split_reasons
+
+
+def test_finding_out_that_a_block_breaks_per_sample_kernels_leaves_batchnorm_statistics_alone(monkeypatch):
+    """The check that the call runs with each λ row alone changes no buffer: in training, the
+    statistics after the first per-sample call are those of the runs that made its output."""
+    class Normed(StyleNet):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.out(self.dec(self.enc(self.norm(x)).mean((2, 3))))
+
+    torch.manual_seed(0)
+    tm = tunify(Normed(), 2).train()
+    x = torch.randn(3, 3, 8, 8)
+    checks = []
+    real = type(tm)._ours
+
+    def spy(self, *a):
+        before = self.model.norm.running_mean.clone()
+        ours = real(self, *a)
+        checks.append(torch.equal(before, self.model.norm.running_mean))
+        return ours
+
+    monkeypatch.setattr(type(tm), "_ours", spy)
+    tm(x, lam=LAMS)
+    assert checks == [True]

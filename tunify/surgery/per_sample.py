@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ..layers import row_owners, scope_reads, split_at_owners, split_by_rows
+from ..layers import quiet, row_owners, scope_reads, split_at_owners, split_by_rows
 from .owner_search import executing_at_failure, next_owner
 from .owners import owners_summary
 from .row_proof import call_kind, prove_native
@@ -85,8 +85,8 @@ class PerSampleCalls:
         saw every use, so an error there is the input's own."""
         if self._graph is not None and not self.tunify_report.leaves and not self.writers:
             return False
-        try:
-            with torch.no_grad():
+        try:  # a check only: no autograd, dropout off, buffers (BatchNorm's statistics) put back
+            with torch.no_grad(), quiet(self.model, tree_flatten((args, kwargs))[0]):
                 split_by_rows(self._run, coeffs, tree_map(clone_tensor, args), tree_map(clone_tensor, kwargs))
         except Exception:
             return False
