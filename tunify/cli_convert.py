@@ -75,17 +75,9 @@ def _check_tuned(args: argparse.Namespace) -> int:
     return 0
 
 
-def _by_rows(model, tm, rows: torch.Tensor, xs: tuple, first) -> torch.Tensor:
-    """The original run once per distinct λ row on that row's samples, as ``tm`` runs them."""
-    from .layers import split_by_rows
-
-    torch.manual_seed(0)
-    coeffs = tm.coefficients(rows, xs[0].shape[0])
-    return first(split_by_rows(lambda *a, coeffs: model(*a), coeffs, tuple(x.clone() for x in xs), {}))
-
-
 def convert_command(args: argparse.Namespace) -> int:
     from .surgery import bake, tunify
+    from .surgery.guard import original_by_rows
 
     torch.manual_seed(0)
     found = _convert_source(args)
@@ -112,7 +104,9 @@ def convert_command(args: argparse.Namespace) -> int:
         # where the model runs each λ row alone (why: its report), so does the original here: a
         # model that draws random numbers draws them per run
         by_rows = tm.split_reasons and xs[0].shape[0] > 1
-        ref_rows = _by_rows(model, tm, rows, xs, first) if by_rows else ref
+        if by_rows:
+            torch.manual_seed(0)
+        ref_rows = first(original_by_rows(model, tm, rows, xs)) if by_rows else ref
         print(f"  per-sample λ ({args.batch} rows{', each λ row run alone' if by_rows else ''}): "
               f"max |tm - original| = {(run(tm, lam=rows) - ref_rows).abs().max().item():.2e}")
         plain = bake(tm, lams[-1])

@@ -46,13 +46,19 @@ def _k_outputs(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor
         parts = [y[:, i * out:(i + 1) * out] for i in range(k)]
     else:
         parts = [F.conv2d(x, weights[i], None, stride, padding, dilation, groups) for i in range(k)]
-    c = coeffs.to(parts[0].dtype)[:, :, None, None, None]
-    # In place wherever autograd allows (no conv saves its output): every fresh feature map
-    # is an allocation, and on CPUs large ones cost page faults that rival the arithmetic.
-    y = parts[0] * c[:, 0] if groups == 1 else parts[0].mul_(c[:, 0])
-    for i in range(1, k):
-        y = y.addcmul_(parts[i], c[:, i])
+    y = _mix_outputs(parts, coeffs.to(parts[0].dtype)[:, :, None, None, None], fresh=groups != 1)
     return y if bias is None else y.add_(bias[:, :, None, None])
+
+
+def _mix_outputs(parts, c: Tensor, fresh: bool = False) -> Tensor:
+    """Σ_k c[:, k] · parts[k]; c (B, K, 1, ...) broadcasts against each part. In place wherever
+    autograd allows (no conv or matmul saves its output; ``fresh``: parts[0] is no view of a
+    shared output, so it is overwritten too): every fresh feature map is an allocation, and on
+    CPUs large ones cost page faults that rival the arithmetic."""
+    y = parts[0].mul_(c[:, 0]) if fresh else parts[0] * c[:, 0]
+    for i in range(1, len(parts)):
+        y = y.addcmul_(parts[i], c[:, i])
+    return y
 
 
 def _pointwise(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tensor], *geometry) -> Tensor:
@@ -82,18 +88,14 @@ def _pointwise_k(x: Tensor, coeffs: Tensor, weights: Tensor, bias: Optional[Tens
     b, c, h, w = x.shape
     k, out = weights.shape[:2]
     kernels = weights.reshape(k * out, c)
-    cw = coeffs.to(x.dtype)
+    cw = coeffs.to(x.dtype)[:, :, None, None]
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         y = (x.permute(0, 2, 3, 1).reshape(b, h * w, c) @ kernels.t()).view(b, h * w, k, out)
-        mixed = y[:, :, 0] * cw[:, None, 0:1]
-        for i in range(1, k):
-            mixed = mixed.addcmul_(y[:, :, i], cw[:, None, i:i + 1])
+        mixed = _mix_outputs(y.unbind(2), cw)  # (B, H·W, out)
         mixed = mixed if bias is None else mixed.add_(bias[:, None, :])
         return mixed.reshape(b, h, w, out).permute(0, 3, 1, 2)
     y = torch.matmul(kernels, x.reshape(b, c, h * w)).view(b, k, out, h * w)
-    mixed = y[:, 0] * cw[:, 0, None, None]
-    for i in range(1, k):
-        mixed = mixed.addcmul_(y[:, i], cw[:, i, None, None])
+    mixed = _mix_outputs(y.unbind(1), cw)  # (B, out, H·W)
     mixed = mixed if bias is None else mixed.add_(bias[:, :, None])
     return mixed.reshape(b, out, h, w)
 

@@ -17,9 +17,7 @@ per-sample λ (owner_split.py); rows folded in another order than sample-major w
 """
 from __future__ import annotations
 
-import contextlib
-from contextvars import ContextVar
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,23 +25,12 @@ from torch import Tensor
 from .operand import mix_operand
 from .rows import RowsNotSeparable
 
-__all__ = ["LazyMix", "lazy_scope", "lazy_for"]
+__all__ = ["LazyMix"]
 
-_LAZY: ContextVar[frozenset] = ContextVar("tunify_lazy", default=frozenset())
-
-
-@contextlib.contextmanager
-def lazy_scope(params: Iterable[Any]) -> Iterator[None]:
-    """Inside, the given TunableParameters read per sample as a :class:`LazyMix`."""
-    token = _LAZY.set(_LAZY.get() | {id(p) for p in params})
-    try:
-        yield
-    finally:
-        _LAZY.reset(token)
-
-
-def lazy_for(param: Any) -> bool:
-    return id(param) in _LAZY.get()
+# torch functions and Tensor methods a LazyMix may meet an activation in, and the op each is
+_BINARY = {torch.add: torch.add, Tensor.add: torch.add, Tensor.__add__: torch.add, Tensor.__radd__: torch.add,
+           torch.mul: torch.mul, Tensor.mul: torch.mul, Tensor.__mul__: torch.mul, Tensor.__rmul__: torch.mul,
+           torch.sub: torch.sub, Tensor.sub: torch.sub, Tensor.__sub__: torch.sub}
 
 
 def _axis(d: int, ndim: int) -> int:
@@ -147,10 +134,7 @@ class LazyMix:
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         """torch.add(scores, table) and friends; anything else cannot take it."""
-        ops = {torch.add: torch.add, Tensor.add: torch.add, torch.mul: torch.mul, Tensor.mul: torch.mul,
-               Tensor.__add__: torch.add, Tensor.__mul__: torch.mul, Tensor.__radd__: torch.add,
-               Tensor.__rmul__: torch.mul, torch.sub: torch.sub, Tensor.sub: torch.sub, Tensor.__sub__: torch.sub}
-        op = ops.get(func)
+        op = _BINARY.get(func)
         if op is not None and len(args) == 2 and not kwargs:
             a, b = args
             if isinstance(a, LazyMix) and not isinstance(b, LazyMix):

@@ -9,11 +9,12 @@ keeps native per-sample kernels.
 
 For the duration of one per-sample call the owner's ``forward`` is an instance attribute that
 does this, removed afterwards (the type, the state dict, deepcopy and ``bake`` never see it).
-Once by-rows is proved, two one-run forms are tried, each kept where it equals by-rows at the
+Once by-rows is proved, three one-run forms are tried, each kept where it equals by-rows at the
 call's per-sample λ: the owner's tensors with one value per sample on their leading axis of 1
 (KBNet's (1, nset, c) tables feed a batched matmul inside a custom autograd function, which
-vmap cannot enter), then ``torch.func.vmap`` over samples (vmap_rows.py: each sample at its
-own λ).
+vmap cannot enter); the tensors read as their K kernels, mixed where they meet the activation
+(lazy_mix.py: SwinIR's indexed bias table); then ``torch.func.vmap`` over samples
+(vmap_rows.py: each sample at its own λ).
 
 That is exact only when the owner treats the rows of its input independently and only
 row-aligned arguments are split (a (nW, N, N) mask goes whole since its leading axis is not
@@ -37,8 +38,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .base import _COEFFS, coeff_scope, row_groups
-from .lazy_mix import lazy_scope
-from .parameter import TunableParameter, broadcast_scope, broadcastable
+from .parameter import TunableParameter, broadcast_scope, broadcastable, lazy_scope
 from .rows import RowsNotSeparable, row_aligned, run_by_rows
 from .vmap_rows import run_vmapped
 
@@ -120,21 +120,13 @@ def _by_rows(who: str, owner: nn.Module, forward: Callable[..., Any], proofs: Di
             proofs[key] = prove_rows(forward, owner, coeffs, groups, leaves, spec, split, who)
         if proofs[key]:
             raise RowsNotSeparable(proofs[key])
-        wide = ("broadcast",) + key
-        if wide not in proofs:
-            proofs[wide] = prove_broadcast(forward, owner, coeffs, groups, leaves, spec, split, who)
-        if proofs[wide] == "":
-            return run_broadcast(forward, owner, leaves, spec)
-        lazy = ("lazy",) + key
-        if lazy not in proofs:
-            proofs[lazy] = prove_lazy(forward, owner, coeffs, groups, leaves, spec, split, who)
-        if proofs[lazy] == "":
-            return run_lazy(forward, owner, leaves, spec)
-        fast = ("vmap",) + key
-        if fast not in proofs:
-            proofs[fast] = prove_vmap(forward, owner, coeffs, groups, leaves, spec, split, who)
-        if proofs[fast] == "":
-            return run_vmapped(forward, coeffs, leaves, spec, split)
+        for name, form in _one_pass_forms(forward, owner, coeffs, spec, split):
+            tried = (name,) + key
+            if tried not in proofs:
+                proofs[tried] = (name == "broadcast" and _no_broadcast(owner, coeffs, leaves)) or \
+                    _equals_by_rows(form, forward, owner, coeffs, groups, leaves, spec, split, who)
+            if proofs[tried] == "":
+                return form(leaves)
         return run_by_rows(forward, coeffs, groups, leaves, spec, split, who)
 
     return run
@@ -148,18 +140,23 @@ def run_broadcast(forward: Callable[..., Any], owner: nn.Module, leaves: list, s
         return forward(*args, **kwargs)
 
 
-def prove_broadcast(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor],
-                    leaves: list, spec: Any, split: tuple, who: str) -> str:
-    """'' when :func:`run_broadcast` equals by rows (already proved exact) at these per-sample
-    coefficients; else why not. Tried only where each of the owner's tensors has a leading
-    axis of 1 and the owner's rows are the samples themselves (no windows folded in)."""
+def _one_pass_forms(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, spec: Any, split: tuple) -> tuple:
+    """(name, leaves → output) of the owner's one-pass forms, in the order they are tried; each
+    kept only where it equals by rows (already proved exact) at the call's per-sample λ."""
+    return (("broadcast", lambda ls: run_broadcast(forward, owner, ls, spec)),
+            ("lazy", lambda ls: run_lazy(forward, owner, ls, spec)),
+            ("vmap", lambda ls: run_vmapped(forward, coeffs, ls, spec, split)))
+
+
+def _no_broadcast(owner: nn.Module, coeffs: Tensor, leaves: list) -> str:
+    """Why :func:`run_broadcast` is not tried ('' when it is): each of the owner's tensors needs
+    a leading axis of 1, and the owner's rows must be the samples themselves (no windows folded in)."""
     tensors = [tp for _, tp in row_tensors(owner)]
     first = next((t for t in leaves if isinstance(t, Tensor) and t.dim()), None)
     if not tensors or not all(broadcastable(t.shape) for t in tensors) or first is None \
             or first.shape[0] != coeffs.shape[0]:
         return "its tensors or its rows cannot take one value per sample"
-    return _equals_by_rows(lambda ls: run_broadcast(forward, owner, ls, spec),
-                           forward, owner, coeffs, groups, leaves, spec, split, who)
+    return ""
 
 
 def run_lazy(forward: Callable[..., Any], owner: nn.Module, leaves: list, spec: Any) -> Any:
@@ -168,21 +165,6 @@ def run_lazy(forward: Callable[..., Any], owner: nn.Module, leaves: list, spec: 
     args, kwargs = tree_unflatten(leaves, spec)
     with lazy_scope(tp for _, tp in row_tensors(owner)):
         return forward(*args, **kwargs)
-
-
-def prove_lazy(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor],
-               leaves: list, spec: Any, split: tuple, who: str) -> str:
-    """'' when :func:`run_lazy` equals by rows at these per-sample coefficients; else why not."""
-    return _equals_by_rows(lambda ls: run_lazy(forward, owner, ls, spec),
-                           forward, owner, coeffs, groups, leaves, spec, split, who)
-
-
-def prove_vmap(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, groups: List[Tensor], leaves: list,
-               spec: Any, split: tuple, who: str) -> str:
-    """'' when ``forward`` under vmap (vmap_rows.py) equals it run by rows at these per-sample
-    coefficients on these inputs; else why by rows stays."""
-    return _equals_by_rows(lambda ls: run_vmapped(forward, coeffs, ls, spec, split),
-                           forward, owner, coeffs, groups, leaves, spec, split, who)
 
 
 @torch.no_grad()
@@ -216,9 +198,7 @@ def prove_rows(forward: Callable[..., Any], owner: nn.Module, coeffs: Tensor, gr
     shared = coeffs[:1].expand_as(coeffs)
     copies = lambda: [t.clone() if isinstance(t, Tensor) else t for t in leaves]  # noqa: E731
     with quiet(owner, leaves):
-        args, kwargs = tree_unflatten(copies(), spec)
-        with coeff_scope(shared[0]):
-            whole = forward(*args, **kwargs)
+        whole = _at(forward, shared[0], copies(), spec)
     try:
         with quiet(owner, leaves):
             parts = run_by_rows(forward, shared, groups, copies(), spec, split, who)

@@ -12,31 +12,42 @@ from __future__ import annotations
 
 import contextlib
 from contextvars import ContextVar
-from typing import Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from torch import Tensor
 
 from .base import TunableLayer, current_coeffs, mix, stack_kernels
 from .cache import KernelMemo, cacheable, cached_mix
-from .lazy_mix import LazyMix, lazy_for
+from .lazy_mix import LazyMix
 from .rows import RowsNotSeparable
 
-__all__ = ["TunableParameter", "mix_parameter", "broadcastable", "broadcast_scope"]
+__all__ = ["TunableParameter", "mix_parameter", "broadcastable", "broadcast_scope", "lazy_scope"]
 
-# Tensors marked "rows" that their owner is trying with one value per sample on the leading
-# axis (owner_split.py proves it against by-rows first); a context variable, so a second
-# thread's call of the same owner is not affected.
+# Tensors marked "rows" that their owner is trying in one pass (owner_split.py proves each form
+# against by-rows first): with one value per sample on the leading axis (broadcast), or read as
+# their K kernels (lazy_mix.py). Context variables, so a second thread's call of the same owner
+# is not affected.
 _BROADCAST: ContextVar[frozenset] = ContextVar("tunify_broadcast", default=frozenset())
+_LAZY: ContextVar[frozenset] = ContextVar("tunify_lazy", default=frozenset())
 
 
 @contextlib.contextmanager
-def broadcast_scope(params: Iterable["TunableParameter"]) -> Iterator[None]:
-    """Inside, the given tensors mix per sample into (B, *S[1:]) as if marked "broadcast"."""
-    token = _BROADCAST.set(_BROADCAST.get() | {id(p) for p in params})
+def _scope(var: ContextVar, params: Iterable["TunableParameter"]) -> Iterator[None]:
+    token = var.set(var.get() | {id(p) for p in params})
     try:
         yield
     finally:
-        _BROADCAST.reset(token)
+        var.reset(token)
+
+
+def broadcast_scope(params: Iterable["TunableParameter"]) -> Any:
+    """Inside, the given tensors mix per sample into (B, *S[1:]) as if marked "broadcast"."""
+    return _scope(_BROADCAST, params)
+
+
+def lazy_scope(params: Iterable["TunableParameter"]) -> Any:
+    """Inside, the given tensors read per sample as a :class:`LazyMix` (their K kernels)."""
+    return _scope(_LAZY, params)
 
 
 def broadcastable(shape: tuple) -> bool:
@@ -84,7 +95,7 @@ class TunableParameter(TunableLayer):
             if memo is None:
                 memo = self.__dict__["_kernel_memo"] = KernelMemo()
             return memo.get((stack,), coeffs, mix)[0]
-        if coeffs.dim() == 2 and lazy_for(self):  # its owner's one-pass try (lazy_mix.py)
+        if coeffs.dim() == 2 and id(self) in _LAZY.get():  # its owner's one-pass try (lazy_mix.py)
             return LazyMix(stack, coeffs, self.name)
         per_sample = "broadcast" if self.per_sample == "rows" and id(self) in _BROADCAST.get() else self.per_sample
         return mix_parameter(stack, coeffs, per_sample, self.name)

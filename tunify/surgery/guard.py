@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from ..layers import PER_OBJECTIVE_SUFFIXES, random_draws, split_by_rows
 
-__all__ = ["check_equal_at_init", "check_per_sample_routing", "ConversionMismatch"]
+__all__ = ["check_equal_at_init", "check_per_sample_routing", "ConversionMismatch", "original_by_rows"]
 
 
 class ConversionMismatch(ValueError):
@@ -108,6 +108,13 @@ def _first_difference(original: nn.Module, tm: nn.Module, args: tuple, lam: Tens
     return "no single layer (only the final output differs)"
 
 
+def original_by_rows(original: nn.Module, tm: nn.Module, lam: Tensor, args: tuple) -> Any:
+    """``original`` run once per distinct row of ``lam`` (B, p) on that row's samples, in the
+    order ``tm`` runs them where it splits by rows (a model that draws random numbers draws
+    them per run, so this is what such a ``tm`` equals)."""
+    return split_by_rows(lambda *a, coeffs, **k: original(*a, **k), tm.coefficients(lam, _batch(args)), _clone(args), {})
+
+
 @torch.no_grad()
 def check_equal_at_init(original: nn.Module, tm: nn.Module, example_inputs: Any, rel: float = 1e-4,
                         seed: int = 0) -> None:
@@ -125,8 +132,7 @@ def check_equal_at_init(original: nn.Module, tm: nn.Module, example_inputs: Any,
         if lam.dim() == 2 and drawn and not tm.split_reasons:
             tm._split_from_now(f"the model {drawn}")
         torch.manual_seed(seed)
-        ref = original(*_clone(args)) if lam.dim() == 1 or not drawn else \
-            split_by_rows(lambda *a, coeffs, **k: original(*a, **k), tm.coefficients(lam, _batch(args)), _clone(args), {})
+        ref = original(*_clone(args)) if lam.dim() == 1 or not drawn else original_by_rows(original, tm, lam, args)
         torch.manual_seed(seed)
         out = tm(*_clone(args), lam=lam)
         err = _differs(out, ref, rel)

@@ -9,12 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..lam import LamLike, LamSpace
-from ..layers import (
-    TunableModuleLayer,
-    coeff_scope,
-    mix,
-    split_by_rows,
-)
+from ..layers import TunableModuleLayer, coeff_scope, mix, split_by_rows
 from .baked_part import strip_tunable_parametrizations, swap_children
 from .config import TunifyConfig
 from .fast import fast_eligible, fast_for
